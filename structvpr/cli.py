@@ -1,0 +1,152 @@
+"""The `structvpr` command: one subcommand per area of the platform, each a thin call into its package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from structvpr.datasets.records import DatasetError
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 320x240 (width x height), got {text!r}") from None
+
+
+def cmd_data_synth(args) -> int:
+    from structvpr.datasets.synth import generate_city
+
+    summary = generate_city(args.out, preset=args.preset, seed=args.seed, image_size=args.size,
+                            workers=args.workers, progress=not args.quiet)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def cmd_data_shards(args) -> int:
+    from structvpr.datasets.shards.build import BuildOptions, build_shards
+
+    opts = BuildOptions(
+        seg_model=args.seg_model, image_size=args.size, images_per_place=args.images_per_place,
+        shard_images=args.shard_images, splits=tuple(args.splits) if args.splits else None,
+        workers=args.workers, overwrite=args.overwrite, progress=not args.quiet, place_radius_m=args.place_radius,
+    )
+    manifest = build_shards(args.format, args.root, args.out, opts)
+    print_build_summary(manifest, args.out)
+    return 0
+
+
+def print_build_summary(manifest: dict, out: str) -> None:
+    totals = manifest["totals"]
+    print(f"wrote {totals['shards']} shards, {totals['samples']} samples, {totals['images']} images, "
+          f"{totals['bytes'] / 1e6:.1f} MB to {out}")
+    for split, kinds in manifest["splits"].items():
+        for kind, t in kinds.items():
+            print(f"  {split}/{kind}: {t['samples']} samples, {t['images']} images in {t['shards']} shard(s)")
+    skipped = manifest["skipped"]
+    if skipped["count"]:
+        print(f"skipped {skipped['count']} input(s): {skipped['by_kind']} (every one with its reason in {out}/{skipped['file']})")
+
+
+def cmd_data_verify(args) -> int:
+    from structvpr.datasets.shards.verify import verify_shards
+
+    report = verify_shards(args.dir, decode=not args.no_decode, progress=not args.quiet)
+    for problem in report.problems:
+        print(f"FAIL {problem}", file=sys.stderr)
+    status = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
+    print(f"verify {args.dir}: {status}: {report.shards} shards, {report.samples} samples, {report.images} images")
+    return 0 if report.ok else 1
+
+
+def cmd_seg_train(args) -> int:
+    from structvpr.datasets.segmentation.train import train_segmentation
+
+    metrics = train_segmentation(args.data, args.out, epochs=args.epochs, image_size=args.size,
+                                 batch_size=args.batch_size, arch=args.arch, encoder=args.encoder,
+                                 lr=args.lr, seed=args.seed, progress=not args.quiet, max_steps=args.max_steps)
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from structvpr.demo import run_demo
+
+    return run_demo(args.workdir, preset=args.preset, seed=args.seed, progress=not args.quiet)
+
+
+def add_data_commands(sub) -> None:
+    data = sub.add_parser("data", help="datasets: synthetic city, shards, verification").add_subparsers(dest="data_cmd", required=True)
+    synth = data.add_parser("synth", help="render the synthetic multi-condition city in the VG layout")
+    synth.add_argument("out")
+    synth.add_argument("--preset", default="small", help="tiny | small | medium | large (default small)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=parse_size, default=None, help="render size WxH (default: the preset's)")
+    synth.add_argument("--workers", type=int, default=2)
+    synth.set_defaults(func=cmd_data_synth)
+
+    shards = data.add_parser("shards", help="write WebDataset shards: RGB + precomputed segmentation + metadata")
+    shards.add_argument("--format", required=True, choices=["vg", "msls", "gsv", "pitts"])
+    shards.add_argument("--root", required=True, help="dataset root folder")
+    shards.add_argument("--seg-model", required=True, help="gt | path to a `seg train` checkpoint | hub:<smp hub id>")
+    shards.add_argument("--out", required=True)
+    shards.add_argument("--size", type=parse_size, default=(320, 240), help="stored image size WxH (default 320x240)")
+    shards.add_argument("--images-per-place", type=int, default=4, help="K views per training place (default 4)")
+    shards.add_argument("--shard-images", type=int, default=1000, help="images per shard (default 1000)")
+    shards.add_argument("--splits", nargs="+", choices=["train", "val", "test"], help="default: every split present")
+    shards.add_argument("--place-radius", type=float, default=10.0,
+                        help="formats without place ids: a query joins the nearest database image within this many metres (default 10)")
+    shards.add_argument("--workers", type=int, default=2, help="Ray Data actors (default 2)")
+    shards.add_argument("--overwrite", action="store_true", help="replace an existing build in --out")
+    shards.set_defaults(func=cmd_data_shards)
+
+    verify = data.add_parser("verify", help="re-hash and decode every shard against the manifest")
+    verify.add_argument("dir")
+    verify.add_argument("--no-decode", action="store_true", help="only check sizes and sha256")
+    verify.set_defaults(func=cmd_data_verify)
+
+
+def add_seg_commands(sub) -> None:
+    seg = sub.add_parser("seg", help="segmentation models").add_subparsers(dest="seg_cmd", required=True)
+    train = seg.add_parser("train", help="train a segmentation-models-pytorch model on labelled images")
+    train.add_argument("--data", required=True, help="VG tree with labels/ beside images/, or a Cityscapes root")
+    train.add_argument("--out", required=True, help="checkpoint file to write")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--size", type=parse_size, default=(160, 120), help="training size WxH (default 160x120)")
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--arch", default="FPN")
+    train.add_argument("--encoder", default="resnet18")
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-steps", type=int, default=None)
+    train.set_defaults(func=cmd_seg_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="structvpr", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="the main job end to end on the synthetic city")
+    demo.add_argument("--workdir", default="structvpr-demo", help="where the demo writes (default ./structvpr-demo)")
+    demo.add_argument("--preset", default="small")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+    add_data_commands(sub)
+    add_seg_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DatasetError as exc:
+        print(f"structvpr: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Dataset tooling: formats, synthetic city, segmentation, and WebDataset shards."""

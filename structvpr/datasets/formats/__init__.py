@@ -1,0 +1,54 @@
+"""Format readers: each turns one public dataset layout into ImageRecords, one split at a time.
+
+A reader is an object with a `name`, `splits(root)` (the splits present) and
+`read(root, split) -> Listing`. Readers register themselves in FORMATS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from structvpr.datasets.records import DatasetError, Listing
+
+
+class FormatReader(Protocol):
+    name: str
+
+    def splits(self, root: Path) -> list[str]: ...
+
+    def read(self, root: Path, split: str) -> Listing: ...
+
+
+FORMATS: dict[str, FormatReader] = {}
+
+
+def register(reader: FormatReader) -> FormatReader:
+    FORMATS[reader.name] = reader
+    return reader
+
+
+def get_format(name: str) -> FormatReader:
+    _load_builtin_readers()
+    if name not in FORMATS:
+        raise DatasetError(f"unknown dataset format {name!r}; choose one of {sorted(FORMATS)}")
+    return FORMATS[name]
+
+
+def read_split(fmt: str, root: str | Path, split: str) -> Listing:
+    """Read one split, failing clearly when the root or the split is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} does not exist or is not a folder")
+    reader = get_format(fmt)
+    present = reader.splits(root)
+    if split not in present:
+        raise DatasetError(
+            f"split {split!r} not found under {root} (format {fmt}); splits present: {present or 'none'}"
+        )
+    return reader.read(root, split)
+
+
+def _load_builtin_readers() -> None:
+    # Imported here, not at module top, so that `formats` itself stays cheap to import.
+    from structvpr.datasets.formats import gsv, msls, pitts, vg  # noqa: F401

@@ -1,0 +1,1 @@
+"""WebDataset shards: plan, write, verify and read RGB + precomputed segmentation + metadata."""

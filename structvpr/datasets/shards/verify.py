@@ -1,0 +1,95 @@
+"""`structvpr data verify`: re-hash every shard against the manifest and decode every member."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from structvpr.datasets.images import decode_ids, decode_rgb
+from structvpr.datasets.shards.manifest import load_manifest
+from structvpr.datasets.shards.shard_writer import sha256_file
+
+
+@dataclass
+class VerifyReport:
+    shards: int = 0
+    samples: int = 0
+    images: int = 0
+    problems: list[str] = field(default_factory=list)  # each names its shard
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_shards(shard_dir: str | Path, decode: bool = True, progress: bool = True) -> VerifyReport:
+    shard_dir = Path(shard_dir)
+    manifest = load_manifest(shard_dir)
+    valid_ids = np.array(sorted(int(k) for k in manifest["segmentation"]["class_map"]["categories"]))
+    size = tuple(manifest["image_size"])
+    report = VerifyReport()
+    for entry in tqdm(manifest["shards"], desc="verify", unit="shard", disable=not progress):
+        report.shards += 1
+        problems = check_shard(shard_dir, entry, valid_ids, size, decode, report)
+        report.problems += [f"{entry['path']}: {p}" for p in problems]
+    return report
+
+
+def check_shard(shard_dir: Path, entry: dict, valid_ids: np.ndarray, size: tuple, decode: bool, report: VerifyReport) -> list[str]:
+    path = shard_dir / entry["path"]
+    if not path.is_file():
+        return ["missing; rebuild with `structvpr data shards` (finished shards are kept)"]
+    if path.stat().st_size != entry["bytes"]:
+        return [f"{path.stat().st_size} bytes, manifest says {entry['bytes']} (truncated or altered)"]
+    if sha256_file(path) != entry["sha256"]:
+        return ["sha256 differs from the manifest (altered or corrupt)"]
+    if not decode:
+        return []
+    try:
+        samples, images, problems = decode_shard(path, valid_ids, size)
+    except (tarfile.TarError, OSError) as exc:
+        return [f"not a readable tar ({exc})"]
+    report.samples += samples
+    report.images += images
+    if samples != entry["samples"] or images != entry["images"]:
+        problems.append(f"holds {samples} samples / {images} images, manifest says {entry['samples']} / {entry['images']}")
+    return problems
+
+
+def decode_shard(path: Path, valid_ids: np.ndarray, size: tuple) -> tuple[int, int, list[str]]:
+    """Decode every member; counts samples (keys) and images (jpg members)."""
+    keys, images, problems = set(), 0, []
+    with tarfile.open(path) as tar:
+        for member in tar:
+            key, _, ext = member.name.partition(".")
+            keys.add(key)
+            data = tar.extractfile(member).read()
+            problem = check_member(ext, data, valid_ids, size)
+            if problem:
+                problems.append(f"{member.name}: {problem}")
+            images += ext.endswith("jpg")
+    return len(keys), images, problems
+
+
+def check_member(ext: str, data: bytes, valid_ids: np.ndarray, size: tuple) -> str | None:
+    try:
+        if ext.endswith("jpg"):
+            rgb = decode_rgb(data)
+            return None if (rgb.shape[1], rgb.shape[0]) == size else f"image is {rgb.shape[1]}x{rgb.shape[0]}, expected {size[0]}x{size[1]}"
+        if ext.endswith("seg.png"):
+            ids = decode_ids(data)
+            if ids.ndim != 2 or (ids.shape[1], ids.shape[0]) != size:
+                return f"segmentation has shape {ids.shape}, expected {size[1]}x{size[0]} single channel"
+            unknown = np.setdiff1d(np.unique(ids), valid_ids)
+            return f"segmentation has unknown ids {unknown.tolist()}" if unknown.size else None
+        if ext == "json":
+            json.loads(data)
+            return None
+    except Exception as exc:  # any decode failure is a finding, reported with its member
+        return f"cannot decode ({exc})"
+    return f"unexpected member extension {ext!r}"

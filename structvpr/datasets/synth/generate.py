@@ -1,0 +1,146 @@
+"""Writing the dataset: render every shot in worker processes, write JPEG and label PNG atomically, summarise."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from structvpr.datasets.class_maps import CATEGORIES
+from structvpr.datasets.synth.camera import ROLE_DIRS, Shot, traversals
+from structvpr.datasets.synth.city import SPLITS, City, Props, build_city
+from structvpr.datasets.synth.conditions import CONDITIONS, finish
+from structvpr.datasets.synth.presets import Preset, get_preset
+from structvpr.datasets.synth.render import Camera, render
+from structvpr.datasets.synth.traffic import draw_traffic
+
+JPEG_QUALITY = 90
+CHUNK = 8  # shots per task: small enough to balance two workers, large enough to reuse a traversal's traffic
+
+
+def generate_city(out: str | Path, preset: str = "small", seed: int = 0, image_size: tuple[int, int] | None = None,
+                  workers: int = 2, progress: bool = True) -> dict:
+    """Render the synthetic city into OUT in the VG layout, with exact label maps; returns the summary."""
+    cfg = get_preset(preset)
+    if image_size is not None:
+        cfg = replace(cfg, image_size=(int(image_size[0]), int(image_size[1])))
+    out = Path(out)
+    start = time.perf_counter()
+    shots = traversals(build_city(cfg, seed), cfg, seed)
+    _prepare(out)
+    _render_all(shots, cfg, seed, out, workers, progress)
+    summary = _summary(shots, cfg, out, time.perf_counter() - start)
+    (out / "labels" / "classes.json").write_text(json.dumps({str(k): v for k, v in CATEGORIES.items()}, indent=1))
+    meta = {"preset": preset, "seed": seed, "settings": cfg.to_dict(), "summary": summary}
+    _atomic_text(out / "synth.json", json.dumps(meta, indent=1))
+    return summary
+
+
+def _prepare(out: Path) -> None:
+    """Make the folders; a previous synthetic city in OUT is replaced, anything else there is left alone."""
+    if (out / "synth.json").is_file():
+        for kind in ("images", "labels"):
+            shutil.rmtree(out / kind, ignore_errors=True)
+    elif out.is_dir() and any((out / kind).exists() for kind in ("images", "labels")):
+        raise FileExistsError(f"{out} already holds images/ or labels/ that no synth run wrote; choose an empty folder")
+    for kind in ("images", "labels"):
+        for split in SPLITS:
+            for role_dir in ROLE_DIRS.values():
+                (out / kind / split / role_dir).mkdir(parents=True, exist_ok=True)
+
+
+def _render_all(shots: list[Shot], cfg: Preset, seed: int, out: Path, workers: int, progress: bool) -> None:
+    chunks = [shots[i:i + CHUNK] for i in range(0, len(shots), CHUNK)]
+    with tqdm(total=len(shots), disable=not progress, unit="img", desc="synth city", smoothing=0.1) as bar:
+        if workers <= 1:
+            _init(cfg, seed, str(out))
+            for chunk in chunks:
+                bar.update(_render_chunk(chunk))
+            return
+        # spawn, not fork: the caller may hold threads (Ray, torch) that a forked child would inherit broken.
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers, initializer=_init, initargs=(cfg, seed, str(out))) as pool:
+            for n in pool.imap_unordered(_render_chunk, chunks):
+                bar.update(n)
+
+
+def _summary(shots: list[Shot], cfg: Preset, out: Path, seconds: float) -> dict:
+    images = {s: {"database": 0, "query": 0} for s in SPLITS}
+    places = {s: 0 for s in SPLITS}
+    for shot in shots:
+        images[shot.split][shot.role] += 1
+        places[shot.split] += shot.role == "database"
+    return {
+        "images": images, "places": places, "conditions": ["day", *cfg.query_conditions],
+        "image_size": list(cfg.image_size), "seconds": round(seconds, 2),
+        "images_per_second": round(len(shots) / max(seconds, 1e-9), 1), "out": str(out),
+    }
+
+
+# --- worker side -----------------------------------------------------------------------------------
+
+_STATE: dict = {}
+
+
+def _init(cfg: Preset, seed: int, out: str) -> None:
+    """Each worker rebuilds the city from (preset, seed): cheaper than pickling it and identical."""
+    _STATE.update(cfg=cfg, seed=seed, out=Path(out), city=build_city(cfg, seed), props={})
+
+
+def _render_chunk(chunk: list[Shot]) -> int:
+    for shot in chunk:
+        rgb, label = render_shot(shot)
+        _write(shot, rgb, label)
+    return len(chunk)
+
+
+def render_shot(shot: Shot) -> tuple[np.ndarray, np.ndarray]:
+    """The photo (uint8 RGB) and the label map (uint8 ids) of one shot, in the worker's city."""
+    cfg, seed, city = _STATE["cfg"], _STATE["seed"], _STATE["city"]
+    cond = CONDITIONS[shot.condition]
+    frame = render(city, _traversal_props(city, seed, shot.traversal), Camera(shot.x, shot.y, shot.yaw),
+                   cond, cfg.image_size, _sky_phase(seed, shot.traversal))
+    lamps = np.asarray(frame.lamps, np.float32).reshape(-1, 4)
+    rng = np.random.default_rng([seed, 2, shot.place, shot.traversal])
+    return finish(frame.rgb, frame.label, frame.depth, frame.emissive, lamps, cond, rng), frame.label
+
+
+def _traversal_props(city: City, seed: int, traversal: int) -> Props:
+    cache = _STATE["props"]
+    if traversal not in cache:
+        cache.clear()  # shots come ordered by traversal: one at a time is enough
+        cache[traversal] = Props.concat([city.props, draw_traffic(city, seed, traversal)])
+    return cache[traversal]
+
+
+def _sky_phase(seed: int, traversal: int) -> list[tuple[float, float, float]]:
+    """Cloud waves of one traversal: frequency, direction, phase; the sky changes between traversals."""
+    rng = np.random.default_rng([seed, 4, traversal])
+    return list(zip(rng.uniform(2.0, 9.0, 4), rng.uniform(0.0, np.pi, 4), rng.uniform(0.0, 2 * np.pi, 4)))
+
+
+def _write(shot: Shot, rgb: np.ndarray, label: np.ndarray) -> None:
+    """Label first, image last: a run killed in between leaves a label without an image, never a torn jpg."""
+    out = _STATE["out"]
+    _atomic_image(Image.fromarray(label), out / shot.relpath("labels", ".png"), format="PNG")
+    _atomic_image(Image.fromarray(rgb), out / shot.relpath("images", ".jpg"), format="JPEG", quality=JPEG_QUALITY)
+
+
+def _atomic_image(img: Image.Image, path: Path, **save_args) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    img.save(tmp, **save_args)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""MLflow registry promotion, pyfunc model, serving and cluster files."""

@@ -1,0 +1,30 @@
+"""Shared fixtures: a local Ray instance and a tiny synthetic city, each made once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Nothing may download weights in tests: fail at once instead of retrying for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray instance sized for this machine; shut down after the session."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_city(tmp_path_factory):
+    """The tiny preset of the synthetic city, in the VG layout with labels."""
+    from structvpr.datasets.synth import generate_city
+
+    out = tmp_path_factory.mktemp("city")
+    generate_city(out, preset="tiny", seed=0, workers=1, progress=False)
+    return out
