@@ -8,6 +8,7 @@ from pathlib import Path
 
 # Small enough for a 2-core laptop in a few minutes, large enough that the models learn something.
 DEMO_SEG = {"epochs": 4, "image_size": (160, 120), "batch_size": 16}
+TINY_SEG = {"epochs": 1, "image_size": (80, 60), "batch_size": 16}  # the tiny preset is for tests
 DEMO_SHARDS = {"image_size": (160, 120), "images_per_place": 4, "shard_images": 500}
 
 
@@ -35,7 +36,8 @@ def run_demo(workdir: str | Path, preset: str = "small", seed: int = 0, progress
     if ckpt.is_file():
         print("already trained; kept")
     else:
-        metrics = train_segmentation(city, ckpt, seed=seed, progress=progress, **DEMO_SEG)
+        settings = TINY_SEG if preset == "tiny" else DEMO_SEG
+        metrics = train_segmentation(city, ckpt, seed=seed, progress=progress, **settings)
         print(json.dumps(metrics, indent=1))
     print(f"   {time.perf_counter() - t:.0f} s")
 

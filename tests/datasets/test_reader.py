@@ -45,6 +45,8 @@ def test_resampled_ranks_get_equal_batches_of_p_places_by_k_views(shards):
     assert batch["rgb"].shape == (4, 4, 3, SIZE[1], SIZE[0]) and batch["rgb"].dtype == torch.uint8
     assert batch["seg"].shape == (4, 4, SIZE[1], SIZE[0])
     assert batch["place"].shape == (4,)
+    views = batch["views"]
+    assert views.shape == (4, 4) and views.min() >= 0 and views.max() <= 2  # 3 views stored per place
     order0 = [b["keys"] for b in batches[0]]
     order1 = [b["keys"] for b in batches[1]]
     assert order0 != order1, "ranks must draw different samples"

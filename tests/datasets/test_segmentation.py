@@ -19,6 +19,7 @@ from structvpr.datasets.segmentation import (
 )
 
 W, H = 64, 48
+CATEGORIES_BY_NAME = {name: i for i, name in CATEGORIES.items()}
 FLAT, CONSTRUCTION, NATURE, SKY, VEHICLE = 1, 2, 4, 5, 7
 COLOURS = {FLAT: (90, 90, 95), CONSTRUCTION: (170, 110, 80), NATURE: (40, 140, 50), SKY: (120, 170, 235),
            VEHICLE: (200, 30, 30)}
@@ -67,15 +68,14 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("labelled")
     write_vg_tree(root, {"train": 24, "val": 8})
     ckpt = root / "seg.pt"
-    torch.set_num_threads(2)
     metrics = train_segmentation(root, ckpt, epochs=20, image_size=(W, H), batch_size=8, lr=3e-3,
-                                 progress=False, max_steps=48)
+                                 progress=False, max_steps=40)
     return root, ckpt, metrics
 
 
 def test_training_learns(trained):
     root, ckpt, metrics = trained
-    assert ckpt.is_file() and metrics["steps"] == 48
+    assert ckpt.is_file() and metrics["steps"] == 40
     assert metrics["train_loss"] < 0.5 * metrics["first_epoch_loss"]
     # Chance over the five categories present is about 0.2 mIoU.
     assert metrics["val_miou"] > 0.6, metrics["history"][-1]
@@ -177,7 +177,8 @@ def test_cityscapes_listing_and_label_ids(tmp_path):
                 ids = np.array([[7] * 8, [23] * 8, [24] * 8, [26] * 8], np.uint8)  # road, sky, person, car
                 Image.fromarray(ids).save(tmp_path / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
     found = list_labelled(tmp_path, "train")
-    assert (found.layout, found.class_map.name, len(found.pairs), len(found.skipped)) == ("cityscapes", "cityscapes34", 1, 1)
+    assert (found.layout, found.class_map.name) == ("cityscapes", "cityscapes34")
+    assert (len(found.pairs), len(found.skipped)) == (1, 1)
     _, cats = read_pair(found.pairs[0], found.class_map)
     assert cats[:, 0].tolist() == [1, 5, 6, 7]
 
@@ -195,3 +196,22 @@ def test_bad_labels_are_named(tmp_path):
     with pytest.raises(DatasetError, match=os.path.basename(pair.label)):
         train_segmentation(tmp_path, tmp_path / "x.pt", epochs=1, image_size=(W, H), batch_size=2,
                            encoder="resnet18", progress=False, max_steps=1)
+
+
+def test_pretrained_folder_maps_its_classes_to_categories(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    model = smp.create_model("Unet", "resnet18", encoder_weights=None, classes=19, encoder_depth=3,
+                             decoder_channels=(32, 16, 8))
+    head = model.segmentation_head[0]
+    with torch.no_grad():  # a model that says "sky" (Cityscapes train id 10) everywhere
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[10] = 10.0
+    model.save_pretrained(tmp_path / "city")
+    predictor = SegmentationPredictor(str(tmp_path / "city"), device="cpu")
+    assert predictor.model_id.startswith("dir:city:") and predictor.class_map.name == "cityscapes19"
+    (pred,) = predictor.predict([np.zeros((37, 53, 3), np.uint8)])
+    assert pred.shape == (37, 53) and (pred == CATEGORIES_BY_NAME["sky"]).all()
+    with pytest.raises(SegmentationModelError, match="does not name"):
+        SegmentationPredictor(str(tmp_path / "city"), device="cpu", class_map="categories")

@@ -62,7 +62,9 @@ def list_labelled(root: str | Path, split: str) -> LabelledSet:
     layout = detect_layout(root)
     present = labelled_splits(root)
     if split not in present:
-        raise DatasetError(f"split {split!r} not found under {root} ({layout} layout); splits present: {present or 'none'}")
+        raise DatasetError(
+            f"split {split!r} not found under {root} ({layout} layout); splits present: {present or 'none'}"
+        )
     if layout == "vg":
         found = LabelledSet(str(root), split, layout, _vg_class_map(root))
         candidates = _vg_candidates(root, split)

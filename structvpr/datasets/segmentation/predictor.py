@@ -31,9 +31,10 @@ class SegmentationPredictor:
     """Category maps for RGB images.
 
     spec: 'gt' (no model: the caller passes ground-truth labels through), a checkpoint written by
-    `structvpr seg train`, or a Hugging Face hub id ('hub:smp-hub/...' or 'owner/name') whose classes
-    `class_map` merges into categories. Built from its arguments only, so that Ray Data actors can
-    construct it (and pickle it) without sharing state.
+    `structvpr seg train`, or a Hugging Face hub id ('hub:smp-hub/...' or 'owner/name') or a local
+    save_pretrained folder of one, whose classes `class_map` merges into categories.
+    Built from its arguments only, so that Ray Data actors can construct (and pickle) it without
+    shared state; it never starts Ray.
     """
 
     def __init__(
@@ -57,8 +58,14 @@ class SegmentationPredictor:
             return
         if kind == "ckpt":
             self._load_checkpoint(Path(self.spec).expanduser())
+        elif kind == "folder":
+            folder = Path(self.spec).expanduser()
+            self._load_pretrained(str(folder), load_class_map(class_map))
+            self.model_id = f"dir:{folder.name}:{_sha256(_weights_file(folder))[:12]}"
         else:
-            self._load_hub(self.spec.removeprefix(HUB_PREFIX), load_class_map(class_map))
+            repo_id = self.spec.removeprefix(HUB_PREFIX)
+            self._load_pretrained(repo_id, load_class_map(class_map))
+            self.model_id = f"hub:{repo_id}"
         self._lut = torch.from_numpy(self.class_map.lookup).to(self.device)
         self._multiple = input_multiple(self.model)
         self.model.to(self.device).eval()
@@ -81,14 +88,17 @@ class SegmentationPredictor:
         self.class_map = load_class_map("categories")
         self.model_id = f"ckpt:{path.name}:{_sha256(path)[:12]}"
 
-    def _load_hub(self, repo_id: str, class_map: ClassMap) -> None:
+    def _load_pretrained(self, source: str, class_map: ClassMap) -> None:
+        """A hub repo id, or a local folder written by smp's save_pretrained (a hub snapshot)."""
         import segmentation_models_pytorch as smp
 
         try:
-            self.model = smp.from_pretrained(repo_id)
+            self.model = smp.from_pretrained(source)
         except Exception as exc:
+            if Path(source).is_dir():
+                raise SegmentationModelError(f"could not load the save_pretrained folder {source}: {exc}") from exc
             raise SegmentationModelError(
-                f"could not download the segmentation weights {repo_id!r} from the Hugging Face hub "
+                f"could not download the segmentation weights {source!r} from the Hugging Face hub "
                 f"({type(exc).__name__}: {str(exc)[:200]}); offline or no access? "
                 "Pass a local checkpoint written by `structvpr seg train`, or 'gt' to use ground-truth labels"
             ) from exc
@@ -96,12 +106,11 @@ class SegmentationPredictor:
         unnamed = [c for c in range(classes) if not class_map.known[c]] if classes <= 256 else [classes]
         if unnamed:
             raise SegmentationModelError(
-                f"hub model {repo_id!r} predicts {classes} classes but class map {class_map.name!r} "
+                f"pretrained model {source!r} predicts {classes} classes but class map {class_map.name!r} "
                 f"does not name {unnamed[:10]}; pass class_map= one that matches the model"
             )
         self.class_map = class_map
-        self.mean, self.std = _hub_normalisation(repo_id)
-        self.model_id = f"hub:{repo_id}"
+        self.mean, self.std = _pretrained_normalisation(source)
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """uint8 (H, W, 3) RGB images -> uint8 (H, W) category maps, each at its image's size."""
@@ -133,18 +142,24 @@ class SegmentationPredictor:
             x = x.contiguous(memory_format=torch.channels_last)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else nullcontext()
         with autocast:
-            logits = self.model(x)[:, :, :h, :w].float()
+            logits = self.model(x).float()
+        if logits.shape[-2:] != x.shape[-2:]:  # a head at reduced resolution
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        logits = logits[:, :, :h, :w]
         return [self._categories(logits[j : j + 1], image.shape[:2]) for j, image in enumerate(images)]
 
     def _resized(self, image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         # PIL-decoded arrays are read-only: torch needs a writable buffer (copied only then).
-        t = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device, non_blocking=True).permute(2, 0, 1)
+        t = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device, non_blocking=True)
+        t = t.permute(2, 0, 1)
         if tuple(t.shape[1:]) == size:
             return t.float()
         t = F.interpolate(t[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)[0]
         return t.clamp_(0, 255)
 
     def _categories(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        # Channels-last: argmax over classes then reads contiguous memory (about 4x faster on the CPU).
+        logits = logits.contiguous(memory_format=torch.channels_last)
         if tuple(logits.shape[-2:]) != tuple(size):
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return self._lut[logits.argmax(1)[0]].cpu().numpy()
@@ -158,8 +173,13 @@ def _spec_kind(spec: str) -> str:
     path = Path(spec).expanduser()
     if path.is_file():
         return "ckpt"
-    if path.exists():
-        raise SegmentationModelError(f"segmentation model {spec!r} is a folder, not a checkpoint file")
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "folder"
+        raise SegmentationModelError(
+            f"segmentation model {spec!r} is a folder without config.json: neither a checkpoint file "
+            "nor a folder written by smp's save_pretrained"
+        )
     looks_like_path = spec.startswith(("/", ".", "~")) or spec.endswith(_CHECKPOINT_SUFFIXES) or spec.count("/") != 1
     if looks_like_path:
         raise SegmentationModelError(
@@ -177,13 +197,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _hub_normalisation(repo_id: str) -> tuple[tuple, tuple]:
-    """Mean/std from the repo's albumentations eval config (read as JSON); ImageNet's otherwise."""
-    try:
-        from huggingface_hub import hf_hub_download
+def _weights_file(folder: Path) -> Path:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    return folder / "config.json"
 
-        doc = json.loads(Path(hf_hub_download(repo_id, "albumentations_config_eval.json")).read_text())
-        norm = _find_normalize(doc)
+
+def _pretrained_normalisation(source: str) -> tuple[tuple, tuple]:
+    """Mean/std from the albumentations eval config beside the weights (read as JSON); ImageNet's otherwise."""
+    name = "albumentations_config_eval.json"
+    try:
+        local = Path(source) / name
+        if not local.is_file():
+            from huggingface_hub import hf_hub_download
+
+            local = Path(hf_hub_download(source, name))
+        norm = _find_normalize(json.loads(local.read_text()))
     except Exception:
         norm = None  # the file is optional on the hub; smp-hub models use ImageNet statistics
     if not norm:

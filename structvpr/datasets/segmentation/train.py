@@ -27,6 +27,7 @@ from structvpr.datasets.segmentation.model import (
 )
 
 log = logging.getLogger(__name__)
+SAVE_EVERY_S = 300
 
 
 class LabelledImages(Dataset):
@@ -91,8 +92,11 @@ def train_segmentation(
     num_workers: int | None = None,
 ) -> dict:
     """Train from scratch on DATA's train split, score on its val split if any, save a checkpoint to OUT."""
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be at least 1, got {epochs} and {batch_size}")
+    if min(epochs, batch_size, max_steps or 1, *image_size) < 1 or len(image_size) != 2:
+        raise ValueError(
+            f"epochs, batch_size, max_steps and image_size (W, H) must be positive, "
+            f"got {epochs}, {batch_size}, {max_steps}, {image_size}"
+        )
     data, out = Path(data), Path(out)
     torch.manual_seed(seed)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -107,21 +111,15 @@ def train_segmentation(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
     step_fn = _Stepper(model, opt, sched, device, input_multiple(model))
 
-    history, steps, images, train_seconds = [], 0, 0, 0.0
+    history, steps, images, train_seconds, last_save = [], 0, 0, 0.0, time.monotonic()
     bar = tqdm(total=total_steps, desc="seg train", unit="step", disable=not progress)
     for epoch in range(epochs):
         if steps >= total_steps:
             break
-        model.train()
-        t0, losses = time.perf_counter(), []
-        for image, label in train_loader:
-            losses.append(step_fn(image, label))
-            steps, images = steps + 1, images + len(image)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
-            if steps >= total_steps:
-                break
+        t0 = time.perf_counter()
+        losses, seen = _train_epoch(model, train_loader, step_fn, bar, epoch, total_steps - steps)
         train_seconds += time.perf_counter() - t0
+        steps, images = steps + len(losses), images + seen
         record = {"epoch": epoch + 1, "steps": steps, "train_loss": float(np.mean(losses))}
         if val_loader is not None:
             val = evaluate(model, val_loader, device)
@@ -131,9 +129,27 @@ def train_segmentation(
             bar.write(_epoch_line(record))
         log.info(_epoch_line(record))
         metrics = _summary(history, steps, images, train_seconds, train_set, val_set, out)
-        _save(model, arch, encoder, train_set, image_size, metrics, out)
+        # A long run leaves a usable checkpoint every few minutes; short epochs are not slowed by saves.
+        if time.monotonic() - last_save > SAVE_EVERY_S:
+            _save(model, arch, encoder, train_set, image_size, metrics, out)
+            last_save = time.monotonic()
     bar.close()
+    _save(model, arch, encoder, train_set, image_size, metrics, out)
     return metrics
+
+
+def _train_epoch(model, loader, step_fn, bar, epoch: int, budget: int) -> tuple[list[float], int]:
+    """At most `budget` steps over the loader; returns the step losses and the images seen."""
+    model.train()
+    losses, seen = [], 0
+    for image, label in loader:
+        losses.append(step_fn(image, label))
+        seen += len(image)
+        bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
+        if len(losses) >= budget:
+            break
+    return losses, seen
 
 
 class _Stepper:
@@ -186,7 +202,9 @@ def _loader(found: LabelledSet, image_size, batch_size, train, seed, device, num
         # On the CPU, loader workers compete with the model for the same few cores.
         num_workers = 0 if device.type == "cpu" else 4
     if not found.pairs:
-        raise DatasetError(f"no labelled images in split {found.split!r} of {found.root}: all {len(found.skipped)} skipped")
+        raise DatasetError(
+            f"no labelled images in split {found.split!r} of {found.root}: all {len(found.skipped)} skipped"
+        )
     dataset = LabelledImages(found.pairs, found.class_map, image_size, flip=train)
     return DataLoader(
         dataset,

@@ -7,7 +7,7 @@ serves whole batches, and a shard is either finished or absent.
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import json
 import shutil
 import time
@@ -92,13 +92,12 @@ def build_settings(fmt: str, root: Path, opts: BuildOptions) -> dict:
 
 
 def seg_model_id(spec: str) -> str:
-    """A stable id for the manifest; a checkpoint is named by its content, not only its path."""
+    """The predictor's own id (a checkpoint is named by its content); loading it here fails fast on a bad spec."""
     if spec == "gt":
         return "gt"
-    path = Path(spec)
-    if path.is_file():
-        return f"ckpt:{path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
-    return spec if spec.startswith("hub:") else f"hub:{spec}"
+    from structvpr.datasets.segmentation.predictor import SegmentationPredictor
+
+    return SegmentationPredictor(spec, device="cpu").model_id
 
 
 def prepare_output(out: Path, fingerprint: str, overwrite: bool) -> None:
@@ -151,6 +150,8 @@ def run_shard_actors(pending: list[ShardSpec], out: Path, opts: BuildOptions, do
     use_gpu = opts.use_gpu if opts.use_gpu is not None else (opts.seg_model != "gt" and cuda_available())
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # one bar, in images, instead of Ray's per-operator bars
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     items = [{"spec": s.to_json()} for s in pending]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         ShardBuildActor,

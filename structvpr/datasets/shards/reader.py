@@ -69,15 +69,17 @@ def decode_place(sample: dict, views: int, rng: random.Random) -> dict:
     chosen = rng.sample(stored, views) if len(stored) >= views else stored + rng.choices(stored, k=views - len(stored))
     rgb = np.stack([decode_rgb(sample[f"{i}.jpg"]) for i in chosen])
     seg = np.stack([decode_ids(sample[f"{i}.seg.png"]) for i in chosen])
-    return {"rgb": rgb, "seg": seg, "place": place_label(sample["__key__"]), "key": sample["__key__"]}
+    # The stored-view indices let a job find each image's own row in a gallery cache (and exclude it).
+    return {"rgb": rgb, "seg": seg, "place": place_label(sample["__key__"]), "key": sample["__key__"], "views": chosen}
 
 
 def collate_places(samples: list[dict]) -> dict:
-    """[P, K, 3, H, W] uint8 RGB, [P, K, H, W] uint8 class ids, [P] place labels."""
+    """[P, K, 3, H, W] uint8 RGB, [P, K, H, W] uint8 class ids, [P] place labels, [P, K] stored-view indices."""
     rgb = torch.from_numpy(np.stack([s["rgb"] for s in samples])).permute(0, 1, 4, 2, 3).contiguous()
     seg = torch.from_numpy(np.stack([s["seg"] for s in samples]))
     place = torch.tensor([s["place"] for s in samples], dtype=torch.long)
-    return {"rgb": rgb, "seg": seg, "place": place, "keys": [s["key"] for s in samples]}
+    views = torch.tensor([s["views"] for s in samples], dtype=torch.long)
+    return {"rgb": rgb, "seg": seg, "place": place, "views": views, "keys": [s["key"] for s in samples]}
 
 
 def place_batches(urls: list[str], cfg: PlaceBatchConfig, rank: int | None = None,

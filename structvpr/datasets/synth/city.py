@@ -21,6 +21,8 @@ REPAINT_PALETTE = np.array([
     [0.15, 0.35, 0.65], [0.85, 0.20, 0.25], [0.20, 0.60, 0.35], [0.95, 0.80, 0.15], [0.12, 0.12, 0.14],
     [0.60, 0.25, 0.65], [0.95, 0.55, 0.75], [0.25, 0.75, 0.80], [0.98, 0.98, 0.98],
 ], dtype=np.float32)
+PARK_SHARE = 0.08  # of blocks left as a park
+LOT_SHARE = 0.1  # of frontage segments left as a green lot
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -100,8 +102,9 @@ def build_city(preset: Preset, seed: int) -> City:
     rng = np.random.default_rng([seed, 0])
     ns = _streets(rng, preset.blocks_x, lengths=(70.0, 130.0))
     ew = _streets(rng, preset.blocks_y, lengths=(48.0, 80.0))
-    buildings = _buildings(rng, ew, ns)
-    props = Props.concat([_street_props(rng, ew, ns, along_x=True), _street_props(rng, ns, ew, along_x=False)])
+    buildings, lots = _buildings(rng, ew, ns)
+    props = Props.concat([_street_props(rng, ew, ns, along_x=True), _street_props(rng, ns, ew, along_x=False),
+                          _lot_trees(rng, lots)])
     places = _places(rng, preset, ew, ns)
     return City(ew, ns, buildings, props, places)
 
@@ -116,50 +119,79 @@ def _streets(rng: np.random.Generator, blocks: int, lengths: tuple[float, float]
     return Streets(centre.astype(np.float32), half.astype(np.float32), walk.astype(np.float32))
 
 
-def _buildings(rng: np.random.Generator, ew: Streets, ns: Streets) -> Buildings:
-    rows = []
+def _buildings(rng: np.random.Generator, ew: Streets, ns: Streets) -> tuple[Buildings, list[tuple]]:
+    rows, lots = [], []
     for i in range(len(ns.centre) - 1):
         for j in range(len(ew.centre) - 1):
             block = (ns.centre[i] + ns.edge[i], ew.centre[j] + ew.edge[j],
                      ns.centre[i + 1] - ns.edge[i + 1], ew.centre[j + 1] - ew.edge[j + 1])
-            rows += _block_buildings(rng, block, floors=_district_floors(rng))
+            block_rows, block_lots = _block(rng, block, floors=_district_floors(rng))
+            rows += block_rows
+            lots += block_lots
     rows += _perimeter_buildings(rng, ew, ns)
-    return _facades(rng, np.array(rows, dtype=np.float64))
+    return _facades(rng, np.array(rows, dtype=np.float64)), lots
 
 
 def _district_floors(rng: np.random.Generator) -> tuple[int, int]:
-    # Neighbourhoods differ (low houses, mid-rise, towers): skylines then differ from street to street.
-    return [(2, 4), (3, 7), (4, 10), (6, 18)][rng.integers(4)]
+    # Neighbourhoods differ (houses, mid-rise, towers): skylines then differ from street to street.
+    return [(1, 3), (2, 5), (3, 8), (4, 11), (6, 18)][rng.integers(5)]
 
 
-def _block_buildings(rng, block, floors) -> list[tuple]:
-    """Rows of buildings along the four sides of a block: (x0, y0, x1, y1, floors)."""
+def _block(rng, block, floors) -> tuple[list[tuple], list[tuple]]:
+    """Buildings (x0, y0, x1, y1, floors) along the four sides of a block, and green lots (x0, y0, x1, y1)."""
+    if rng.random() < PARK_SHARE:
+        return [], [block]
     x0, y0, x1, y1 = block
-    out = []
+    rows, lots = [], []
     for side in ("south", "north", "west", "east"):
         lo, hi = (x0, x1) if side in ("south", "north") else (y0 + 10.0, y1 - 10.0)
-        for a, b, setback, depth in _frontage(rng, lo, hi):
-            n = rng.integers(floors[0], floors[1] + 1)
-            if side == "south":
-                out.append((a, y0 + setback, b, y0 + setback + depth, n))
-            elif side == "north":
-                out.append((a, y1 - setback - depth, b, y1 - setback, n))
-            elif side == "west":
-                out.append((x0 + setback, a, x0 + setback + depth, b, n))
+        for a, b, setback, depth, is_lot in _frontage(rng, lo, hi):
+            rect = _side_rect(block, side, a, b, setback, depth)
+            if is_lot:
+                lots.append(rect)
             else:
-                out.append((x1 - setback - depth, a, x1 - setback, b, n))
-    return out
+                rows.append((*rect, rng.integers(floors[0], floors[1] + 1)))
+    return rows, lots
 
 
-def _frontage(rng, lo: float, hi: float) -> list[tuple[float, float, float, float]]:
-    """Split one block side into buildings: (start, end, setback, depth), with gaps now and then."""
+def _side_rect(block, side: str, a: float, b: float, setback: float, depth: float) -> tuple:
+    """The footprint from a to b along one side of a block, `setback` behind the property line."""
+    x0, y0, x1, y1 = block
+    return {
+        "south": (a, y0 + setback, b, y0 + setback + depth),
+        "north": (a, y1 - setback - depth, b, y1 - setback),
+        "west": (x0 + setback, a, x0 + setback + depth, b),
+        "east": (x1 - setback - depth, a, x1 - setback, b),
+    }[side]
+
+
+def _frontage(rng, lo: float, hi: float) -> list[tuple[float, float, float, float, bool]]:
+    """Split one block side into (start, end, setback, depth, is_lot): buildings, gaps, now and then a green lot."""
     out, s = [], lo
     while s < hi - 4.0:
-        width = min(rng.uniform(7.0, 32.0), hi - s)
-        setback = rng.uniform(0.5, 5.0) if rng.random() < 0.3 else 0.0
-        out.append((s, s + width, setback, rng.uniform(10.0, 22.0)))
+        if rng.random() < LOT_SHARE:
+            width = min(rng.uniform(12.0, 30.0), hi - s)
+            out.append((s, s + width, 0.0, 16.0, True))
+        else:
+            width = min(rng.uniform(7.0, 32.0), hi - s)
+            setback = rng.uniform(0.5, 5.0) if rng.random() < 0.3 else 0.0
+            out.append((s, s + width, setback, rng.uniform(10.0, 22.0), False))
         s += width + (rng.uniform(3.0, 12.0) if rng.random() < 0.25 else 0.0)
     return out
+
+
+def _lot_trees(rng, lots: list[tuple]) -> Props:
+    """Trees scattered over parks and green lots: landmarks that set one stretch of street apart."""
+    xy = []
+    for x0, y0, x1, y1 in lots:
+        n = max(1, int((x1 - x0) * (y1 - y0) / 90.0))
+        xy.append(np.stack([rng.uniform(x0 + 2, x1 - 2, n), rng.uniform(y0 + 2, y1 - 2, n)], 1))
+    if not xy:
+        return Props.concat([])
+    xy = np.concatenate(xy)
+    n = len(xy)
+    return Props(xy, np.full(n, TREE), rng.uniform(4.0, 7.5, n), rng.uniform(6.0, 12.0, n), rng.random(n),
+                 np.zeros(n))
 
 
 def _perimeter_buildings(rng, ew: Streets, ns: Streets) -> list[tuple]:
@@ -167,10 +199,10 @@ def _perimeter_buildings(rng, ew: Streets, ns: Streets) -> list[tuple]:
     west, east = ns.centre[0] - ns.edge[0], ns.centre[-1] + ns.edge[-1]
     south, north = ew.centre[0] - ew.edge[0], ew.centre[-1] + ew.edge[-1]
     out = []
-    for a, b, setback, depth in _frontage(rng, west - 30.0, east + 30.0):
+    for a, b, setback, depth, _ in _frontage(rng, west - 30.0, east + 30.0):
         out.append((a, south - setback - depth, b, south - setback, rng.integers(3, 9)))
         out.append((a, north + setback, b, north + setback + depth, rng.integers(3, 9)))
-    for a, b, setback, depth in _frontage(rng, south, north):
+    for a, b, setback, depth, _ in _frontage(rng, south, north):
         out.append((west - setback - depth, a, west - setback, b, rng.integers(3, 9)))
         out.append((east + setback, a, east + setback + depth, b, rng.integers(3, 9)))
     return out

@@ -51,7 +51,7 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
     ),
     Condition(
         "fog", sky_top=(0.78, 0.79, 0.80), sky_horizon=(0.78, 0.79, 0.80), cloud_cover=0.0,
-        light=(0.85, 0.86, 0.88), fog_distance=28.0,
+        light=(0.85, 0.86, 0.88), fog_distance=16.0,
     ),
     Condition("repainted", sky_top=(0.30, 0.52, 0.86), sky_horizon=(0.72, 0.83, 0.95), repaint=True),
 )}

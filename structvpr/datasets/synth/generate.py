@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +29,11 @@ CHUNK = 8  # shots per task: small enough to balance two workers, large enough t
 
 def generate_city(out: str | Path, preset: str = "small", seed: int = 0, image_size: tuple[int, int] | None = None,
                   workers: int = 2, progress: bool = True) -> dict:
-    """Render the synthetic city into OUT in the VG layout, with exact label maps; returns the summary."""
+    """Render the synthetic city into OUT in the VG layout, with exact label maps; returns the summary.
+
+    Workers are spawned processes: a script calling this with workers > 1 needs the usual
+    `if __name__ == "__main__":` guard.
+    """
     cfg = get_preset(preset)
     if image_size is not None:
         cfg = replace(cfg, image_size=(int(image_size[0]), int(image_size[1])))
@@ -36,11 +41,13 @@ def generate_city(out: str | Path, preset: str = "small", seed: int = 0, image_s
     start = time.perf_counter()
     shots = traversals(build_city(cfg, seed), cfg, seed)
     _prepare(out)
+    meta = {"preset": preset, "seed": seed, "settings": cfg.to_dict(), "complete": False}
+    # Written first, so that a run killed half-way is known as ours and replaced by the next run.
+    _atomic_text(out / "synth.json", json.dumps(meta, indent=1))
     _render_all(shots, cfg, seed, out, workers, progress)
     summary = _summary(shots, cfg, out, time.perf_counter() - start)
-    (out / "labels" / "classes.json").write_text(json.dumps({str(k): v for k, v in CATEGORIES.items()}, indent=1))
-    meta = {"preset": preset, "seed": seed, "settings": cfg.to_dict(), "summary": summary}
-    _atomic_text(out / "synth.json", json.dumps(meta, indent=1))
+    _atomic_text(out / "labels" / "classes.json", json.dumps({str(k): v for k, v in CATEGORIES.items()}, indent=1))
+    _atomic_text(out / "synth.json", json.dumps({**meta, "complete": True, "summary": summary}, indent=1))
     return summary
 
 
@@ -62,14 +69,18 @@ def _render_all(shots: list[Shot], cfg: Preset, seed: int, out: Path, workers: i
     with tqdm(total=len(shots), disable=not progress, unit="img", desc="synth city", smoothing=0.1) as bar:
         if workers <= 1:
             _init(cfg, seed, str(out))
-            for chunk in chunks:
-                bar.update(_render_chunk(chunk))
+            try:
+                for chunk in chunks:
+                    bar.update(_render_chunk(chunk))
+            finally:
+                _STATE.clear()  # the caller's process keeps no city around
             return
         # spawn, not fork: the caller may hold threads (Ray, torch) that a forked child would inherit broken.
+        # An executor, not a Pool: a worker that dies raises BrokenProcessPool instead of hanging the run.
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers, initializer=_init, initargs=(cfg, seed, str(out))) as pool:
-            for n in pool.imap_unordered(_render_chunk, chunks):
-                bar.update(n)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(cfg, seed, str(out))) as pool:
+            for done in as_completed([pool.submit(_render_chunk, chunk) for chunk in chunks]):
+                bar.update(done.result())
 
 
 def _summary(shots: list[Shot], cfg: Preset, out: Path, seconds: float) -> dict:

@@ -37,9 +37,9 @@ PRESETS: dict[str, Preset] = {
         query_conditions=("night", "winter", "fog", "repainted"), split_fractions=(0.45, 0.15, 0.40),
     ),
     # The demo: about two thousand images in a minute or two on 2 cores.
-    "small": Preset(blocks_x=9, blocks_y=3, place_spacing=16.0),
+    "small": Preset(blocks_x=10, blocks_y=3, place_spacing=14.0),
     "medium": Preset(blocks_x=16, blocks_y=6, place_spacing=12.0),
-    "large": Preset(blocks_x=30, blocks_y=10, place_spacing=10.0, image_size=(480, 360)),
+    "large": Preset(blocks_x=30, blocks_y=10, place_spacing=10.0),
 }
 
 

@@ -12,13 +12,14 @@ import numpy as np
 
 from structvpr.datasets.synth.city import LAMP, CAR, BUS, Buildings, City, Props, Streets
 from structvpr.datasets.synth.conditions import Condition
-from structvpr.datasets.synth.noise import cell_noise, hash01
+from structvpr.datasets.synth.noise import cell_noise, hash_bits, unit
 from structvpr.datasets.synth.sprites import LABELS, Sprite, lamp_head, shape
 
 VOID, FLAT, CONSTRUCTION, OBJECT, NATURE, SKY, HUMAN, VEHICLE = range(8)
 LAYERS = 5  # nearest wall hits kept per column: taller buildings behind shorter ones stay visible
-WALL_RANGE = 700.0  # metres; the perimeter row closes every street before this
+WALL_RANGE = 500.0  # metres; farther walls are a few pixels at the vanishing point
 SPRITE_RANGE = (3.5, 160.0)
+KEEP_DISTANCE = 15.0  # metres
 MIN_SPRITE_SHARE = 70  # objects shorter than 1/70 of the image height are skipped: too small to matter
 SUN = np.array([-0.6, -0.8])  # from the south-south-west, for face shading
 
@@ -29,8 +30,8 @@ class Camera:
     y: float
     yaw: float
     height: float = 2.2
-    hfov_deg: float = 80.0
-    horizon: float = 0.56  # horizon row as a fraction of the height: the camera tilts up a little
+    hfov_deg: float = 90.0
+    horizon: float = 0.6  # horizon row as a fraction of the height: the camera tilts up a little
 
     @property
     def forward(self) -> np.ndarray:
@@ -103,15 +104,21 @@ def _sky(frame: Frame, view: View, cond: Condition, phase: np.ndarray) -> None:
 
 
 def _clouds(view: View, elev: np.ndarray, phase: np.ndarray, cover: float) -> np.ndarray:
-    """Cloud density from waves on a plane 1 km up, seen in perspective; phase is per traversal."""
-    if cover <= 0:
-        return np.zeros((len(elev), view.width), np.float32)
-    reach = 1.0 / np.maximum(elev, 0.04)  # horizontal distance to the cloud plane, in km
-    az = view.cam.yaw - np.arctan(view.a)[None, :]
+    """Cloud density from waves on a plane 1 km up, seen in perspective; phase is per traversal.
+
+    Clouds are smooth: they are computed on every other row and column and then repeated.
+    """
+    h, w = len(elev), view.width
+    if cover <= 0 or h == 0:
+        return np.zeros((h, w), np.float32)
+    e = elev[::2]
+    reach = 1.0 / np.maximum(e, 0.04)  # horizontal distance to the cloud plane, in km
+    az = view.cam.yaw - np.arctan(view.a[::2])[None, :]
     u, v = reach * np.cos(az), reach * np.sin(az)
     waves = sum(np.sin(f * (np.cos(p) * u + np.sin(p) * v) + q) for f, p, q in phase) / len(phase)
-    density = np.clip((waves + cover - 0.5) * 2.2, 0, 1) * np.clip(elev * 12, 0, 1)
-    return density.astype(np.float32) * 0.85
+    density = np.clip((waves + cover - 0.5) * 2.2, 0, 1) * np.clip(e * 12, 0, 1)
+    full = np.repeat(np.repeat(density.astype(np.float32) * 0.85, 2, axis=0), 2, axis=1)
+    return full[:h, :w]
 
 
 # --- ground ----------------------------------------------------------------------------------------
@@ -269,16 +276,17 @@ def _facade(b: Buildings, bid, u, z, footprint, cond: Condition) -> tuple[np.nda
     rgb = wall * (0.95 + 0.1 * cell_noise(u, z, 0.5, bid))[:, None]
     # Windows smaller than about a pixel blend into the wall rather than alias into speckle.
     share = np.clip((footprint - 0.15 * sp) / (0.25 * sp), 0, 1).astype(np.float32)
-    glass = b.glass[bid] * (0.8 + 0.5 * hash01(col, floor, bid))[:, None]
+    cell = hash_bits(col, floor, bid)  # one hash per window: tint, lit or not, brightness
+    glass = b.glass[bid] * (0.8 + 0.5 * unit(cell, 0))[:, None]
     rgb *= (1 - 0.5 * share)[:, None]
     rgb += glass * (0.5 * share)[:, None]
     rgb[glazed] = glass[glazed] * (1 - share[glazed, None]) + rgb[glazed] * share[glazed, None]
     rgb[~shop & (z < 2.3) & (col % 4 == 1) & (su < 0.18)] = (0.25, 0.18, 0.12)  # doors
     cornice = z > top - 0.7
     rgb[cornice] = wall[cornice] * 0.7
-    lit = (win & (hash01(col, floor, bid + 999) < cond.window_lit)) | (shop_win & (hash01(col, 0, bid) < 0.7))
+    lit = (win & (unit(cell, 1) < cond.window_lit)) | (shop_win & (unit(cell, 1) < 0.7))
     emit = np.zeros(len(bid), np.float32)
-    emit[lit] = (0.55 + 0.45 * hash01(col[lit], floor[lit], bid[lit] + 5)) * (1 - 0.5 * share[lit])
+    emit[lit] = (0.55 + 0.45 * unit(cell[lit], 2)) * (1 - 0.5 * share[lit])
     return rgb, emit
 
 
@@ -290,42 +298,52 @@ def _billboards(frame: Frame, view: View, props: Props, cond: Condition) -> None
     rel = props.xy - cam
     fwd = rel @ view.cam.forward
     lat = rel @ view.cam.right
-    width = _projected_width(props, rel)
+    angle = props.yaw - np.arctan2(rel[:, 1], rel[:, 0])  # object facing relative to the line of sight
+    width = _projected_width(props, angle)
     visible = (fwd > SPRITE_RANGE[0]) & (fwd < SPRITE_RANGE[1]) & (np.abs(lat) < fwd * view.a[-1] + width)
-    for i in np.nonzero(visible)[0][np.argsort(-fwd[visible], kind="stable")]:
+    # The capture car keeps its distance: no vehicle fills the view from just ahead in its own lane.
+    vehicle = (props.kind == CAR) | (props.kind == BUS)
+    visible &= ~(vehicle & (fwd < KEEP_DISTANCE) & (np.abs(lat) < 2.0))
+    visible &= props.height * view.focal / np.maximum(fwd, 1e-3) >= view.height / MIN_SPRITE_SHARE
+    order = np.nonzero(visible)[0][np.argsort(-fwd[visible], kind="stable")]  # far to near
+    boxes = _screen_boxes(view, fwd[order], lat[order], width[order], props.height[order])
+    for i, (c0, c1, r0, r1), sx in zip(order, boxes, _axis_column(view, fwd[order], lat[order])):
+        if c0 >= c1 or r0 >= r1 or not (frame.depth[r0:r1, c0:c1] > fwd[i]).any():
+            continue  # off screen, or hidden behind a building: most objects of the next street are
         sprite = Sprite(int(props.kind[i]), float(width[i]), float(props.height[i]), float(props.tone[i]),
-                        ident=int(i % 100003), side_view=_side_view(props, rel, i))
-        _paint(frame, view, sprite, float(fwd[i]), float(lat[i]), cond)
+                        ident=int(i % 100003), side_view=float(abs(np.sin(angle[i]))))
+        _paint(frame, view, sprite, float(fwd[i]), float(sx), (c0, c1, r0, r1), cond)
 
 
-def _projected_width(props: Props, rel: np.ndarray) -> np.ndarray:
+def _projected_width(props: Props, angle: np.ndarray) -> np.ndarray:
     """Cars and buses look as wide as their length from the side, as their width from behind."""
-    angle = props.yaw - np.arctan2(rel[:, 1], rel[:, 0])
     vehicle = (props.kind == CAR) | (props.kind == BUS)
     across = np.where(props.kind == BUS, 2.5, 1.8)
     return np.where(vehicle, np.abs(np.sin(angle)) * props.width + np.abs(np.cos(angle)) * across, props.width)
 
 
-def _side_view(props: Props, rel: np.ndarray, i: int) -> float:
-    return float(abs(np.sin(props.yaw[i] - np.arctan2(rel[i, 1], rel[i, 0]))))
+def _axis_column(view: View, depth: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Screen column of each object's axis."""
+    return view.width / 2 + view.focal * lat / depth
 
 
-def _paint(frame: Frame, view: View, s: Sprite, depth: float, lat: float, cond: Condition) -> None:
+def _screen_boxes(view: View, depth, lat, width, height) -> np.ndarray:
+    """(N, 4) integer screen boxes c0, c1, r0, r1 of upright objects standing on the ground."""
     f, hr = view.focal, view.horizon_row
-    sx = view.width / 2 + f * lat / depth
-    half = s.width / 2 * f / depth + 1
-    top = hr - f * (s.height - view.cam.height) / depth
+    sx = _axis_column(view, depth, lat)
+    half = width / 2 * f / depth + 1
+    top = hr - f * (height - view.cam.height) / depth
     bottom = hr + f * view.cam.height / depth
-    c0, c1 = max(int(sx - half), 0), min(int(np.ceil(sx + half)), view.width)
-    r0, r1 = max(int(top), 0), min(int(np.ceil(bottom)), view.height)
-    if c0 >= c1 or r0 >= r1 or bottom - top < view.height / MIN_SPRITE_SHARE:
-        return
-    m_px = depth / f
+    return np.stack([np.maximum(sx - half, 0).astype(int), np.minimum(np.ceil(sx + half), view.width).astype(int),
+                     np.maximum(top, 0).astype(int), np.minimum(np.ceil(bottom), view.height).astype(int)], 1)
+
+
+def _paint(frame: Frame, view: View, s: Sprite, depth: float, sx: float, box: tuple, cond: Condition) -> None:
+    c0, c1, r0, r1 = box
+    hr, m_px = view.horizon_row, depth / view.focal
     Z = (view.cam.height + (hr - (np.arange(r0, r1, dtype=np.float32) + 0.5)) * m_px)[:, None]
-    front = (frame.depth[r0:r1, c0:c1] > depth) & (Z >= 0) & (Z < s.height)
-    if not front.any():  # hidden behind a building: most objects of the next street are
-        return
     X = ((np.arange(c0, c1, dtype=np.float32) + 0.5 - sx) * m_px)[None, :]
+    front = (frame.depth[r0:r1, c0:c1] > depth) & (Z >= 0) & (Z < s.height)
     rgb, emissive = frame.rgb[r0:r1, c0:c1], frame.emissive[r0:r1, c0:c1]
     union = np.zeros_like(front)
     for mask, colour, emit in shape(s, X, Z, m_px, cond):
@@ -336,7 +354,7 @@ def _paint(frame: Frame, view: View, s: Sprite, depth: float, lat: float, cond: 
     frame.label[r0:r1, c0:c1][union] = LABELS[s.kind]
     frame.depth[r0:r1, c0:c1][union] = depth
     if s.kind == LAMP:
-        _note_lamp(frame, view, s, depth, sx, bottom)
+        _note_lamp(frame, view, s, depth, sx, hr + view.focal * view.cam.height / depth)
 
 
 def _note_lamp(frame: Frame, view: View, s: Sprite, depth: float, sx: float, bottom: float) -> None:

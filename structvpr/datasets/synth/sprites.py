@@ -94,7 +94,7 @@ def _tree(s, X, Z, hp, cond):
     fine = cell_noise(X, Z, 0.18, s.ident + 7)
     if cond.foliage == "bare":
         # Twigs: a sparse lattice inside the crown, grey-brown, dusted with snow in winter.
-        twigs = (r2 < 1.0) & (fine > 0.72)
+        twigs = (r2 < 1.0) & (fine > 0.5)
         colour = np.float32([0.82, 0.83, 0.86]) if cond.snow else np.float32([0.33, 0.28, 0.24])
         return [trunk_part, (twigs, colour, 0.0)]
     crown = r2 < 1.0 - 0.35 * lump

@@ -1,0 +1,144 @@
+"""Training recipes: the typed sections of a teacher or student YAML file, validated before any Ray work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from structvpr.platform.weighting import WeightingConfig
+
+
+@dataclass
+class DataSection:
+    shards: str = ""
+    """Folder of shards written by `structvpr data shards` (public key: data.shards)."""
+    places_per_batch: int = 32
+    """P: places per batch on each worker."""
+    views_per_place: int = 4
+    """K: views of each place in a batch."""
+    batches_per_epoch: int = 20
+    """Batches per worker per epoch (shards are resampled, so ranks stay in step)."""
+    loader_workers: int = 0
+    """DataLoader processes per training worker (0: decode in the training process)."""
+    shuffle_buffer: int = 256
+    """Samples held for shuffling."""
+
+    def __post_init__(self):
+        for name in ("places_per_batch", "views_per_place", "batches_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be at least 1, got {getattr(self, name)}")
+        if self.views_per_place < 2:
+            raise ValueError("data.views_per_place must be at least 2: a metric loss needs positives")
+
+
+@dataclass
+class ModelSection:
+    backbone: str = "resnet18"
+    """timm model name (trained from scratch unless pretrained is true)."""
+    aggregator: str = "gem"
+    """gem | netvlad | mixvpr."""
+    dim: int = 256
+    """Descriptor size."""
+    pretrained: bool = False
+    """timm weights (needs internet)."""
+    drop_void: bool = False
+    """Teacher: read 7 one-hot channels instead of 8 (void pixels all zero)."""
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 4
+    """Epochs (public key: train.epochs)."""
+    seed: int = 0
+    """Seed of model init, data order and augmentation (public key: train.seed)."""
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
+    colour_jitter: float = 0.4
+    """Strength of RGB colour jitter (0: none)."""
+    amp: bool = True
+    """Mixed precision on CUDA (ignored on the CPU)."""
+    channels_last: bool = True
+    """channels_last memory format on CUDA (ignored on the CPU)."""
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be at least 1, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be positive, got {self.lr}")
+
+
+@dataclass
+class ScalingSection:
+    num_workers: int = 1
+    """Ray Train workers (public key: scaling.num_workers)."""
+    use_gpu: bool = False
+    """One GPU per worker (public key: scaling.use_gpu)."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per worker; fractions work (asking for more than the cluster has hangs)."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = "PACK"
+    """STRICT_SPREAD puts each worker on a different node."""
+
+
+@dataclass
+class RunSection:
+    name: str = ""
+    """Stable run name: a job restarted with the same name resumes (default: derived from the recipe)."""
+    storage_path: str = "structvpr-runs"
+    """Where Ray Train keeps checkpoints (shared storage on a cluster)."""
+    max_failures: int = 3
+    """Worker-group restarts before the job fails."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept, best by val recall@1."""
+
+
+@dataclass
+class KDSection:
+    mode: Literal["none", "plain", "weighted"] = "weighted"
+    """none: RGB only; plain: unweighted KD; weighted: StructVPR weighting (public key: kd.mode)."""
+    loss: Literal["kl", "mse"] = "kl"
+    """kl: similarity-distribution KL; mse: descriptor MSE."""
+    lam: float = 1.0
+    """Lambda: weight of the KD term."""
+    tau: float = 0.1
+    """Temperature of the similarity distributions."""
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+
+
+@dataclass
+class TrackingSection:
+    experiment: str = "structvpr"
+    """MLflow experiment (public key: tracking.experiment)."""
+    uri: str = ""
+    """MLflow tracking URI; empty: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working folder."""
+    register: bool = True
+    """Register the final model as a new version of structvpr-teacher / structvpr-student."""
+
+
+@dataclass
+class EvalSection:
+    radius_m: float = 25.0
+    n_values: tuple[int, ...] = (1, 5, 10, 20)
+    split: str = "val"
+    """Split evaluated each epoch (val); `structvpr eval` takes any."""
+
+
+@dataclass
+class Recipe:
+    kind: Literal["teacher", "student"] = "teacher"
+    teacher: str = ""
+    """Student recipes: checkpoint path, runs:/<id>/model or models:/name@alias (public key: teacher)."""
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    scaling: ScalingSection = field(default_factory=ScalingSection)
+    run: RunSection = field(default_factory=RunSection)
+    kd: KDSection = field(default_factory=KDSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def __post_init__(self):
+        if not self.data.shards:
+            raise ValueError("data.shards is required: the folder written by `structvpr data shards`")
+        if self.kind == "student" and self.kd.mode != "none" and not self.teacher:
+            raise ValueError(f"a student with kd.mode={self.kd.mode} needs `teacher` (checkpoint, runs:/ or models:/)")
