@@ -182,29 +182,66 @@ def seg_checkpoint(image_size: tuple[int, int]) -> Path:
 
 def shards(city_dir: Path, image_size: tuple[int, int], seg_model: str = "gt", shard_images: int = 250,
            tag: str = "gt") -> Path:
-    """The shards of a city, built once with `structvpr data shards`'s code path (build_shards)."""
-    from structvpr.datasets.shards.build import BuildOptions, build_shards
+    """The shards of a city, built once with `structvpr data shards`'s code path (build_shards).
+
+    Built in a child process with its own local Ray, so that the benchmark's process starts no
+    Ray of its own (its raylet and workers would compete for the two cores with what is timed).
+    """
+    import subprocess
 
     out = WORK / f"shards-{Path(city_dir).name}-{image_size[0]}x{image_size[1]}-{tag}-n{shard_images}"
     if (out / "manifest.json").is_file():
         return out
     print(f"building shards {out.name} (once; later runs reuse them) ...", flush=True)
     start = time.perf_counter()
-    opts = BuildOptions(seg_model=seg_model, image_size=tuple(image_size), shard_images=shard_images,
-                        workers=2, progress=False, overwrite=True)
-    build_shards("vg", city_dir, out, opts)
+    cmd = [sys.executable, __file__, "build", str(city_dir), str(out), seg_model,
+           f"{image_size[0]}x{image_size[1]}", str(shard_images)]
+    subprocess.run(cmd, check=True)
     print(f"  built in {time.perf_counter() - start:.1f} s", flush=True)
     return out
+
+
+def start_local_ray() -> None:
+    """A new local Ray, as `structvpr data shards` starts one (runtime.ensure_ray), but never joining a
+    cluster that someone else started on this machine (ray.init() with no address would)."""
+    import logging
+
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", logging_level=logging.WARNING, log_to_driver=True)
+
+
+def build(city_dir: str | Path, out: str | Path, seg_model: str, image_size: tuple[int, int],
+          shard_images: int = 250, workers: int = 2) -> dict:
+    """build_shards("vg", ...) into `out` (replacing it), in this process; returns the manifest."""
+    from structvpr.datasets.shards.build import BuildOptions, build_shards
+
+    start_local_ray()
+    opts = BuildOptions(seg_model=seg_model, image_size=tuple(image_size), shard_images=shard_images,
+                        workers=workers, progress=False, overwrite=True)
+    return build_shards("vg", city_dir, out, opts)
+
+
+def quiet_ray_logs() -> None:
+    """Ray's deprecation and auth warnings are not results: keep them out of the printed tables."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.getLogger("ray").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------- memory
 
 
 class TreeRSS:
-    """Samples the summed RSS of a process and all its descendants every `interval` s, in a thread.
+    """Samples the summed memory of a process and all its descendants every `interval` s, in a thread.
 
-    Sums RSS as `ps` shows it: pages shared between processes (Ray's object store, libraries)
-    count once per process that maps them, so the total is an upper bound of what the tree holds.
+    peak: summed RSS, as `ps` shows it: pages shared between processes (libraries such as libtorch,
+    Ray's object store) count once per process that maps them, so it is an upper bound.
+    peak_pss: summed PSS (each shared page split between the processes sharing it), from
+    /proc/PID/smaps_rollup: what the tree really holds. Both are sampled at the same instants.
     """
 
     def __init__(self, pid: int | None = None, interval: float = 0.2):
@@ -213,6 +250,7 @@ class TreeRSS:
         self.root = psutil.Process(pid or os.getpid())
         self.interval = interval
         self.peak = 0
+        self.peak_pss = 0
         self.peak_processes = 0
         self.peak_breakdown: dict[str, int] = {}
         self.max_processes = 0
@@ -227,17 +265,19 @@ class TreeRSS:
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
             return 0
-        total, by_name = 0, {}
+        total, total_pss, by_name = 0, 0, {}
         for p in procs:
             try:
-                rss = p.memory_info().rss
+                rss, pss = _rss_pss(p)
                 name = _short_name(p)
-            except psutil.Error:  # exited between listing and reading
+            except (psutil.Error, OSError):  # exited between listing and reading
                 continue
             total += rss
+            total_pss += pss
             by_name[name] = by_name.get(name, 0) + rss
         self.samples += 1
         self.max_processes = max(self.max_processes, len(procs))
+        self.peak_pss = max(self.peak_pss, total_pss)
         if total > self.peak:
             self.peak, self.peak_processes, self.peak_breakdown = total, len(procs), by_name
         return total
@@ -254,6 +294,21 @@ class TreeRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _rss_pss(proc) -> tuple[int, int]:
+    """(RSS, PSS) in bytes; PSS falls back to RSS where smaps_rollup is missing (not Linux)."""
+    try:
+        fields = {}
+        with open(f"/proc/{proc.pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "Pss"):
+                    fields[key] = int(rest.split()[0]) * 1024  # kB
+        return fields["Rss"], fields["Pss"]
+    except (FileNotFoundError, KeyError, ValueError):
+        rss = proc.memory_info().rss
+        return rss, rss
 
 
 def _short_name(proc) -> str:
@@ -274,3 +329,11 @@ def _short_name(proc) -> str:
 
 def mib(n_bytes: float) -> float:
     return n_bytes / (1 << 20)
+
+
+if __name__ == "__main__":  # python bench/common.py build CITY OUT SEG WxH SHARD_IMAGES
+    if len(sys.argv) != 7 or sys.argv[1] != "build":
+        sys.exit("usage: python bench/common.py build CITY OUT SEG WxH SHARD_IMAGES")
+    quiet_ray_logs()
+    _, _, city_arg, out_arg, seg_arg, size_arg, n_arg = sys.argv
+    build(city_arg, out_arg, seg_arg, tuple(int(v) for v in size_arg.split("x")), int(n_arg))

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from structvpr.config import ConfigError
 from structvpr.datasets.records import DatasetError
 
 
@@ -72,6 +73,39 @@ def cmd_seg_train(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from structvpr.platform.jobs.launcher import run_training
+
+    summary = run_training(args.kind, args.config, args.overrides, progress=not args.quiet)
+    recalls = {k.rsplit("_at_", 1)[1]: round(v, 1) for k, v in summary["metrics"].items() if "_recall_at_" in k and k.count("_") == 4}
+    print(f"run {summary['run_name']} (MLflow {summary['mlflow_run_id']}): {summary['epochs']} epochs, "
+          f"best recall@N {recalls}, registered version {summary['registered_model']}")
+    print(f"checkpoint: {summary['checkpoint']}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from structvpr.platform.jobs.eval_command import run_eval
+
+    return run_eval(args.model, args.shards, split=args.split, radius_m=args.radius, out=args.out,
+                    progress=not args.quiet)
+
+
+def add_train_commands(sub) -> None:
+    train = sub.add_parser("train", help="train on Ray Train: the segmentation teacher or the RGB student")
+    train.add_argument("kind", choices=["teacher", "student"])
+    train.add_argument("--config", required=True, help="recipe YAML (see configs/)")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys, dotted: train.epochs=3")
+    train.set_defaults(func=cmd_train)
+    ev = sub.add_parser("eval", help="recall@N of a model on eval shards (FAISS, exact)")
+    ev.add_argument("--model", required=True, help="checkpoint folder or state.pt, runs:/<id>/model, models:/<name>@<alias>")
+    ev.add_argument("--shards", required=True)
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--radius", type=float, default=25.0, help="positives within this many metres (default 25)")
+    ev.add_argument("--out", default=None, help="folder for the recall plot, retrieval grid and metrics.json")
+    ev.set_defaults(func=cmd_eval)
+
+
 def cmd_demo(args) -> int:
     from structvpr.demo import run_demo
 
@@ -136,14 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     add_data_commands(sub)
     add_seg_commands(sub)
+    add_train_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come before or after options; argparse leaves those after as extras.
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "train" and all("=" in e for e in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except DatasetError as exc:
+    except (DatasetError, ConfigError) as exc:
         print(f"structvpr: error: {exc}", file=sys.stderr)
         return 2
 

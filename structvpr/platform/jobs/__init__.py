@@ -1,0 +1,1 @@
+"""Ray Train jobs: the teacher (segmentation branch) and the weighted-KD student (RGB branch)."""

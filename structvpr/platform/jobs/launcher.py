@@ -1,0 +1,87 @@
+"""The driver side of `structvpr train teacher|student`: check inputs, start Ray Train, then log and register.
+
+Everything that can be checked without Ray is checked first (recipe keys and
+types, shards, val split, teacher), so a mistake fails in a second, not after
+a cluster has started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from structvpr.config import dump_yaml, flatten, load_config
+from structvpr.datasets.records import DatasetError
+from structvpr.datasets.shards.manifest import load_manifest, manifest_hash, shard_paths
+from structvpr.platform.jobs.model_source import check_fits_shards, load_branch
+from structvpr.platform.recipe import Recipe
+from structvpr.platform.tracking import resolve_tracking_uri, start_or_resume_run
+
+DONE_FILE = "structvpr_done.json"
+
+
+def load_recipe(kind: str, config: str | None, overrides: list[str]) -> Recipe:
+    return load_config(Recipe, config, [f"kind={kind}", *overrides])
+
+
+def check_inputs(recipe: Recipe) -> dict:
+    """The manifest of usable shards; clear errors for missing shards, an empty val set, or a teacher that does not fit."""
+    manifest = load_manifest(recipe.data.shards)
+    shard_paths(recipe.data.shards, "train", "places")
+    for role in ("database", "queries"):
+        try:
+            shard_paths(recipe.data.shards, recipe.eval.split, role)
+        except DatasetError:
+            raise DatasetError(f"the {recipe.eval.split} set in {recipe.data.shards} has no {role} images: "
+                               f"evaluation needs both; build shards with a {recipe.eval.split} split") from None
+    if recipe.kind == "student" and recipe.kd.mode != "none":
+        teacher, trained_on = load_branch(recipe.teacher)
+        check_fits_shards(teacher, trained_on, manifest, "teacher")
+    return manifest
+
+
+def run_name(recipe: Recipe) -> str:
+    """A stable name: the same recipe resumes the same run; a changed recipe starts a new one."""
+    if recipe.run.name:
+        return recipe.run.name
+    settings = asdict(recipe)
+    settings["run"] = {}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{recipe.kind}-{digest}"
+
+
+def absolute_paths(recipe: Recipe) -> Recipe:
+    """Workers may run in other folders (ray job submit): hand them absolute paths."""
+    recipe.data.shards = str(Path(recipe.data.shards).resolve())
+    recipe.run.storage_path = str(Path(recipe.run.storage_path).resolve()) if "://" not in recipe.run.storage_path else recipe.run.storage_path
+    if recipe.teacher and not recipe.teacher.startswith(("runs:/", "models:/")):
+        recipe.teacher = str(Path(recipe.teacher).resolve())
+    return recipe
+
+
+def run_training(kind: str, config: str | None, overrides: list[str], progress: bool = True) -> dict:
+    recipe = absolute_paths(load_recipe(kind, config, overrides))
+    manifest = check_inputs(recipe)
+    name = run_name(recipe)
+    done = Path(recipe.run.storage_path) / name / DONE_FILE
+    if done.is_file():
+        print(f"run {name} already finished; its summary is in {done} (set run.name=... to train again)")
+        return json.loads(done.read_text())
+    uri = resolve_tracking_uri(recipe.tracking.uri)
+    run_id = start_or_resume_run(uri, recipe.tracking.experiment, name, flatten(asdict(recipe)),
+                                 tags={"structvpr.kind": kind, "structvpr.train_manifest": manifest_hash(recipe.data.shards)})
+    print(f"{kind} run {name}: MLflow run {run_id} at {uri}; checkpoints under {recipe.run.storage_path}/{name}")
+    from structvpr.platform.jobs.ray_trainer import fit
+
+    result = fit(recipe, name, run_id, uri, progress)
+    from structvpr.platform.jobs.finalize import finalize_run
+
+    summary = finalize_run(recipe, name, run_id, uri, result, manifest)
+    done.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    return dump_yaml(recipe)

@@ -1,0 +1,58 @@
+"""Building and running the TorchTrainer: scaling, storage, checkpoint and failure settings from the recipe."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+from structvpr.platform.recipe import Recipe
+
+SCORE = "val_recall_at_1"
+
+
+def epoch_printer_cls():
+    """A Ray Train callback printing one line per epoch (it runs in the controller; Ray forwards its output)."""
+    from ray.train import UserCallback
+
+    class EpochPrinter(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            m = metrics[0] if metrics else {}
+            shown = {k: v for k, v in m.items() if k in ("train_loss", "train_metric_loss", "train_kd", SCORE,
+                                                          "val_recall_at_5", "epoch_seconds")}
+            text = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+            print(f"epoch {m.get('epoch', '?')}: {text}", flush=True)
+
+    return EpochPrinter
+
+
+def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from structvpr.platform.jobs.train_loop import train_loop_per_worker
+
+    s = recipe.scaling
+    resources = {"CPU": s.cpus_per_worker} | ({"GPU": 1} if s.use_gpu else {})
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"recipe": asdict(recipe), "run_id": run_id, "tracking_uri": tracking_uri,
+                           "teacher_ref": recipe.teacher},
+        scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                                               resources_per_worker=resources, placement_strategy=s.placement_strategy),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=recipe.run.storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=recipe.run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.run.keep_checkpoints,
+                                                         checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
+            callbacks=[epoch_printer_cls()()],
+            worker_runtime_env={"env_vars": env},
+        ),
+    )
+
+
+def fit(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress: bool = True):
+    from structvpr.runtime import ensure_ray
+
+    ensure_ray()
+    return build_trainer(recipe, name, run_id, tracking_uri).fit()

@@ -1,0 +1,221 @@
+"""The per-worker training function that Ray Train runs: one loop for the teacher and the student.
+
+Each epoch: (student, weighted) refresh the gallery, train on P x K batches,
+evaluate on val (rank 0, shared with all ranks), report metrics and a
+checkpoint. A restarted worker group resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+
+from structvpr.config import from_dict
+from structvpr.datasets.shards.manifest import load_manifest
+from structvpr.platform.jobs.data import train_loader
+from structvpr.platform.jobs.evaluate import evaluate_branch
+from structvpr.platform.jobs.gallery import Gallery, build_gallery
+from structvpr.platform.jobs.model_source import load_branch
+from structvpr.platform.jobs.state import load_state, save_state, set_rng_state, unwrap
+from structvpr.platform.losses import MetricLoss, kd_per_sample
+from structvpr.platform.models import create_branch
+from structvpr.platform.models.inputs import ColorJitter, flatten_views
+from structvpr.platform.recipe import Recipe
+from structvpr.platform.student_loss import student_loss
+from structvpr.platform.weighting import GROUPS, gallery_weights
+
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise in job logs
+
+
+@dataclass
+class Job:
+    recipe: Recipe
+    rank: int
+    world_size: int
+    device: torch.device
+    manifest: dict
+    run_id: str
+    tracking_uri: str
+    teacher: nn.Module | None = None
+    teacher_gallery: torch.Tensor | None = None
+    best: float = -1.0
+    history: list = field(default_factory=list)
+
+    @property
+    def is_student(self) -> bool:
+        return self.recipe.kind == "student"
+
+    @property
+    def amp(self) -> bool:
+        return self.recipe.train.amp and self.device.type == "cuda"
+
+
+def train_loop_per_worker(config: dict) -> None:
+    job = make_job(config)
+    model, optimizer, scheduler = build_model(job)
+    start_epoch = restore(job, model, optimizer, scheduler)
+    metric_loss = MetricLoss(distributed=job.world_size > 1)
+    for epoch in range(start_epoch, job.recipe.train.epochs):
+        torch.manual_seed(job.recipe.train.seed * 7919 + epoch * 101 + job.rank)
+        gallery = refresh_gallery(job, model) if job.is_student and job.recipe.kd.mode == "weighted" else None
+        started = time.perf_counter()
+        train_stats = train_epoch(job, model, optimizer, scheduler, metric_loss, gallery, epoch)
+        train_stats["epoch_seconds"] = time.perf_counter() - started
+        val = validate(job, model)
+        report(job, model, optimizer, scheduler, epoch, train_stats | val)
+
+
+def make_job(config: dict) -> Job:
+    recipe = from_dict(Recipe, config["recipe"])
+    ctx = ray.train.get_context()
+    job = Job(recipe, ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(),
+              load_manifest(recipe.data.shards), config["run_id"], config["tracking_uri"])
+    if job.is_student and recipe.kd.mode != "none":
+        job.teacher, _ = load_branch(config["teacher_ref"], job.device)
+        job.teacher.requires_grad_(False)
+    return job
+
+
+def build_model(job: Job):
+    r = job.recipe
+    width, height = job.manifest["image_size"]
+    categories = len(job.manifest["segmentation"]["class_map"]["categories"])
+    in_chans = 3 if job.is_student else categories - int(r.model.drop_void)
+    model = create_branch(r.model.backbone, in_chans, r.model.aggregator, r.model.dim, image_hw=(height, width),
+                          pretrained=r.model.pretrained, num_classes=categories)
+    if job.device.type == "cuda" and r.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=r.train.lr, weight_decay=r.train.weight_decay)
+    total = r.train.epochs * r.data.batches_per_epoch
+    warmup = r.train.warmup_epochs * r.data.batches_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, total))
+    return model, optimizer, scheduler
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 5% of the base rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def restore(job: Job, model, optimizer, scheduler) -> int:
+    """Resume from the checkpoint Ray Train hands back after a restart; the number of finished epochs."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        state = load_state(folder)
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    job.best, job.history = state.get("best", -1.0), state.get("history", [])
+    print(f"[rank {job.rank}] resumed after epoch {state['epoch']} from {checkpoint.path}", flush=True)
+    return state["epoch"]
+
+
+def refresh_gallery(job: Job, model) -> Gallery:
+    gallery, job.teacher_gallery = build_gallery(unwrap(model), job.teacher_gallery, job.teacher,
+                                                 job.recipe.data.shards, job.device, job.rank, job.world_size)
+    return gallery
+
+
+def train_epoch(job: Job, model, optimizer, scheduler, metric_loss, gallery, epoch: int) -> dict:
+    model.train()
+    jitter = ColorJitter(*(job.recipe.train.colour_jitter,) * 3) if job.is_student and job.recipe.train.colour_jitter else None
+    sums, groups, steps = Counter(), Counter(), 0
+    for batch in train_loader(job.recipe, job.rank, job.world_size, epoch):
+        with torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=job.amp):
+            loss, parts, counts = batch_loss(job, model, metric_loss, batch, gallery, jitter)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        sums.update({k: float(v) for k, v in parts.items()})
+        groups.update(counts)
+        steps += 1
+    stats = {f"train_{k}": v / max(1, steps) for k, v in sums.items()}
+    stats.update({f"group_{g}": float(groups.get(g, 0)) for g in GROUPS if gallery is not None})
+    stats["lr"] = scheduler.get_last_lr()[0]
+    return _all_reduce_mean(stats, job) if job.world_size > 1 else stats
+
+
+def batch_loss(job: Job, model, metric_loss, batch: dict, gallery: Gallery | None, jitter):
+    member = "rgb" if job.is_student else "seg"
+    raw, labels = flatten_views(batch[member].to(job.device), batch["place"].to(job.device))
+    branch = unwrap(model)
+    x = branch.preprocess(raw, jitter=jitter)
+    if job.device.type == "cuda" and job.recipe.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    desc = model(x)
+    metric = metric_loss(desc, labels) / metric_loss.world_size()  # pml sums over ranks; DDP averages back
+    if not job.is_student or job.recipe.kd.mode == "none":
+        return metric, {"metric_loss": metric.detach()}, {}
+    with torch.no_grad():
+        seg, _ = flatten_views(batch["seg"].to(job.device), batch["place"])
+        teacher_desc = job.teacher.embed(seg)
+    kd = kd_per_sample(job.recipe.kd.loss, desc.float(), teacher_desc.float(), tau=job.recipe.kd.tau)
+    weights, counts = None, {}
+    if gallery is not None:
+        rows = gallery.rows_of(batch["place"], batch["views"]).to(job.device)
+        weights, counts = gallery_weights(teacher_desc.float(), desc.detach().float(), labels, gallery.teacher,
+                                          gallery.student, gallery.labels, job.recipe.kd.weighting, exclude_self_ids=rows)
+    total, parts = student_loss(metric, kd, weights, job.recipe.kd.lam, job.recipe.kd.mode)
+    return total, {"loss": total.detach(), "metric_loss": parts["metric"], "kd": parts["kd_mean"]}, counts
+
+
+def _all_reduce_mean(stats: dict, job: Job) -> dict:
+    keys = sorted(stats)
+    values = torch.tensor([stats[k] for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(values)
+    out = dict(zip(keys, (values / job.world_size).tolist()))
+    # Group counts are totals over ranks, not means.
+    return {k: (v * job.world_size if k.startswith("group_") else v) for k, v in out.items()}
+
+
+def validate(job: Job, model) -> dict:
+    """Recall on the val split, computed on rank 0 and shared so that every rank reports the same numbers."""
+    metrics = [None]
+    if job.rank == 0:
+        report, _, _ = evaluate_branch(unwrap(model), job.recipe.data.shards, job.recipe.eval.split, job.device,
+                                       job.recipe.eval.n_values, job.recipe.eval.radius_m)
+        metrics[0] = {f"val_{k}": v for k, v in report.to_metrics().items()}
+    if job.world_size > 1:
+        torch.distributed.broadcast_object_list(metrics, src=0)
+    return metrics[0]
+
+
+def report(job: Job, model, optimizer, scheduler, epoch: int, metrics: dict) -> None:
+    metrics = {"epoch": epoch + 1, **metrics}
+    score = metrics.get("val_recall_at_1", float("nan"))
+    job.best = max(job.best, score) if not math.isnan(score) else job.best
+    job.history.append(metrics)
+    if job.rank == 0:
+        log_epoch_to_mlflow(job, metrics)
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if job.rank == 0:
+            extra = {"best": job.best, "history": job.history, "recipe": asdict(job.recipe),
+                     "trained_on": {"image_size": job.manifest["image_size"], "shards": job.recipe.data.shards,
+                                    "kind": job.recipe.kind}, "mlflow_run_id": job.run_id}
+            save_state(folder, model, optimizer, scheduler, epoch + 1, extra)
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def log_epoch_to_mlflow(job: Job, metrics: dict) -> None:
+    from structvpr.platform.tracking import log_metrics
+
+    log_metrics(job.tracking_uri, job.run_id, metrics, step=metrics["epoch"])

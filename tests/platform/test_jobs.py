@@ -1,0 +1,107 @@
+"""Teacher and student jobs on Ray Train, end to end on the tiny city: checkpoints, MLflow runs, registry, eval."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from structvpr.config import ConfigError
+from structvpr.datasets.records import DatasetError
+from structvpr.datasets.shards.build import BuildOptions, build_shards
+from structvpr.platform.jobs.launcher import load_recipe, run_training
+from structvpr.platform.jobs.model_source import ModelSourceError
+from structvpr.platform.jobs.state import load_state
+from structvpr.platform.tracking import client
+
+TINY = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4", "data.views_per_place=2",
+        "data.batches_per_epoch=2", "train.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def shards(tiny_city, tmp_path_factory, ray_local):
+    out = tmp_path_factory.mktemp("jobs") / "shards"
+    build_shards("vg", tiny_city, out, BuildOptions(image_size=(64, 48), progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def overrides(shards, workdir, *extra):
+    return [f"data.shards={shards}", f"run.storage_path={workdir / 'ckpt'}",
+            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", *TINY, *extra]
+
+
+@pytest.fixture(scope="module")
+def teacher(shards, workdir):
+    return run_training("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir), progress=False)
+
+
+def test_teacher_job_checkpoints_tracks_and_registers(teacher, workdir):
+    state = load_state(teacher["checkpoint"])
+    assert {"model", "optimizer", "scheduler", "epoch", "rng", "spec"} <= set(state)
+    assert state["spec"]["in_chans"] == 8 and state["trained_on"]["image_size"] == [64, 48]
+    run = client(f"sqlite:///{workdir / 'mlflow.db'}").get_run(teacher["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2" and run.data.params["kd.mode"] == "weighted"
+    assert "val_recall_at_1" in run.data.metrics and "best_val_recall_at_1" in run.data.metrics
+    assert "structvpr.eval_manifest" in run.data.tags
+    history = client(f"sqlite:///{workdir / 'mlflow.db'}").get_metric_history(run.info.run_id, "val_recall_at_1")
+    assert [m.step for m in history] == [1, 2]
+    assert teacher["registered_model"] == 1
+
+
+def test_same_recipe_again_does_not_train_twice(teacher, shards, workdir):
+    again = run_training("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir), progress=False)
+    assert again["mlflow_run_id"] == teacher["mlflow_run_id"] and again["checkpoint"] == teacher["checkpoint"]
+
+
+@pytest.mark.parametrize("mode", ["weighted", "none"])
+def test_student_job_from_a_registered_teacher(teacher, shards, workdir, mode, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    summary = run_training("student", "configs/tiny/student.yaml",
+                           overrides(shards, workdir, "teacher=models:/structvpr-teacher/1", f"kd.mode={mode}"),
+                           progress=False)
+    run = client(f"sqlite:///{workdir / 'mlflow.db'}").get_run(summary["mlflow_run_id"])
+    metrics = run.data.metrics
+    assert "best_val_recall_at_1" in metrics
+    if mode == "weighted":
+        groups = [metrics[f"group_{g}"] for g in ("noisy", "teacher_right_student_wrong", "both_right", "other")]
+        assert sum(groups) == 2 * 4 * 2  # every sample of the last epoch's batches falls in one group
+        assert "train_kd" in metrics
+    state = load_state(summary["checkpoint"])
+    assert state["spec"]["in_chans"] == 3
+
+
+def test_eval_command_on_a_checkpoint(teacher, shards, tmp_path, capsys):
+    from structvpr.platform.jobs.eval_command import run_eval
+
+    assert run_eval(teacher["checkpoint"], str(shards), split="test", out=str(tmp_path / "eval"), progress=False) == 0
+    printed = capsys.readouterr().out
+    assert "R@1" in printed and "night" in printed
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0 <= metrics["recall_at_1"] <= 100
+    assert (tmp_path / "eval" / "retrievals.png").stat().st_size > 1000
+
+
+def test_recipe_mistakes_fail_before_any_ray_work(shards, workdir):
+    with pytest.raises(ConfigError, match="train.epoch"):
+        load_recipe("teacher", "configs/tiny/teacher.yaml", ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="scaling.num_workers must be int"):
+        load_recipe("teacher", "configs/tiny/teacher.yaml", ["scaling.num_workers=two"])
+    with pytest.raises(DatasetError, match="no manifest.json"):
+        run_training("teacher", "configs/tiny/teacher.yaml", overrides(workdir / "nowhere", workdir), progress=False)
+    with pytest.raises(ConfigError, match="needs `teacher`"):
+        load_recipe("student", "configs/tiny/student.yaml", [f"data.shards={shards}"])
+
+
+def test_teacher_of_another_image_size_is_refused(teacher, tiny_city, tmp_path, workdir):
+    other = tmp_path / "shards80"
+    build_shards("vg", tiny_city, other, BuildOptions(image_size=(80, 60), progress=False, splits=("train", "val")))
+    with pytest.raises(ModelSourceError, match="64x48.*80x60"):
+        run_training("student", "configs/tiny/student.yaml",
+                     overrides(other, workdir, f"teacher={teacher['checkpoint']}"), progress=False)
