@@ -10,9 +10,9 @@ keeps one local Ray up (started once, before the rounds). Reported: images/s end
 wall time, actor start-up and model load included) and images per actor-second (the writers' own
 time, from the per-shard stats), and the ratio model/gt measured side by side.
 
-Memory: a fresh process builds the shards of a city of N images and of about 7N images (the tiny
-preset rendered at the small preset's 320x240, and the small preset: same source size), with its
-own Ray; a thread here sums the RSS of that process and all its descendants (driver, gcs_server,
+Memory: a fresh process builds the shards of a city of N images and of about 6N images (the tiny
+preset rendered at the small preset's 320x240, and the small preset: same source size; --mem-cities
+small,medium for a larger pair), with its own Ray; a thread here sums the RSS of that process and all its descendants (driver, gcs_server,
 raylet, dashboard, Ray workers and actors) every 0.2 s. The builder streams (one shard per actor
 task, images in chunks of 32), so the peak should not grow with the dataset: ratio close to 1.
 """
@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--shard-images", type=int, default=250)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--mem-seg", help="comma list of gt,model for the memory runs (default gt,model; quick gt)")
+    p.add_argument("--mem-cities", default="tiny@320x240,small",
+                   help="the two cities of the memory runs, PRESET[@WxH], smaller first (e.g. small,medium)")
     p.add_argument("--skip", choices=["speed", "memory"], help="leave one part out")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run a part in this (child) process
     p.add_argument("--city", help=argparse.SUPPRESS)
@@ -170,6 +172,11 @@ def memory(args, small_city: Path, big_city: Path, ckpt: Path, segs: list[str]) 
     return ratios
 
 
+def _city(spec: str) -> Path:
+    preset, _, size = spec.partition("@")
+    return common.city(preset, _size(size) if size else None)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker == "speed":
@@ -179,13 +186,12 @@ def main(argv=None):
     rounds = args.rounds or (2 if args.quick else 3)
     segs = (args.mem_seg or ("gt" if args.quick else "gt,model")).split(",")
     print(common.machine_line())
-    small_city = common.city("tiny", (320, 240))
-    big_city = common.city("small")
     ckpt = common.seg_checkpoint(_size(args.size))
     if args.skip != "speed":
-        speed(args, small_city if args.quick else big_city, ckpt, rounds)
+        speed(args, common.city("tiny", (320, 240)) if args.quick else common.city("small"), ckpt, rounds)
     if args.skip != "memory":
-        memory(args, small_city, big_city, ckpt, segs)
+        small_spec, big_spec = args.mem_cities.split(",")
+        memory(args, _city(small_spec), _city(big_spec), ckpt, segs)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ and three readers of each, interleaved round by round, single process, one torch
 (c) decode  the ceiling of one core: the same jpg and seg.png members as in the shards, already in
             memory as bytes, decoded with PIL (Image.open(BytesIO).convert("RGB") / mode L to numpy)
 plus, for where the time goes, (a0) the tar reading alone: the same shards through webdataset's
-tarfile_to_samples without any decoding (images/s of the samples' images).
+tarfile_to_samples without any decoding (images/s of the samples' images), and (a*) what-if: our
+reader on a copy of the same shards rewritten without the per-member pax headers that the writer
+emits today (TarWriter(mtime=0.0): a float mtime makes Python's tarfile add a pax header to every
+member); --no-what-if leaves (a*) out.
 Targets: (a) at least as fast as (b) (ratio a/b >= 1) and (a) at least 70% of (c) (ratio a/c >= 0.7).
 --profile FILE additionally writes a cProfile of (a) for each workload (py-spy: `py-spy record -o
 x.svg -- python bench/bench_reader.py --only ours`).
@@ -30,6 +33,7 @@ import cProfile
 import io
 import json
 import pstats
+import tarfile
 from pathlib import Path
 
 import common  # noqa: E402  (puts the repo on sys.path)
@@ -54,7 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 7, quick 3)")
     p.add_argument("--epochs", type=int, help="passes over the workload per timed call (default 1, quick 3)")
     p.add_argument("--size", default="160x120", help="WxH of the shards = the training size")
-    p.add_argument("--only", choices=["ours", "folder", "decode", "read"], help="run one reader (for a profiler)")
+    p.add_argument("--only", choices=["ours", "folder", "decode", "read", "nopax"], help="run one reader (for a profiler)")
+    p.add_argument("--no-what-if", action="store_true", help="leave out (a*), the shards rewritten without pax headers")
     p.add_argument("--profile", type=Path, help="write cProfile stats of (a) here (FILE.eval, FILE.train) and print the top")
     return p.parse_args(argv)
 
@@ -96,6 +101,24 @@ def _source_and_label(source: str, city: Path) -> tuple[str, str]:
     """The VG layout's label of an image: ROOT/labels/<same relative path>.png."""
     rel = Path(source).resolve().relative_to(city.resolve() / "images")
     return source, str(city / "labels" / rel.with_suffix(".png"))
+
+
+def without_pax(shard_dir: Path) -> Path:
+    """A copy of the shards with the same members, bytes and order, but ustar headers only (integer mtime)."""
+    out = common.WORK / f"{shard_dir.name}-nopax"
+    if (out / "manifest.json").is_file():
+        return out
+    manifest = load_manifest(shard_dir)
+    for shard in manifest["shards"]:
+        src, dst = shard_dir / shard["path"], out / shard["path"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(src) as a, tarfile.open(dst, "w", format=tarfile.PAX_FORMAT) as b:
+            for member in a:
+                data = a.extractfile(member).read()
+                member.mtime, member.pax_headers = int(member.mtime), {}
+                b.addfile(member, io.BytesIO(data))
+    (out / "manifest.json").write_text(json.dumps(manifest))  # sha256s are the originals': not verified here
+    return out
 
 
 # ---------------------------------------------------------------- readers
@@ -190,6 +213,7 @@ def run_workload(name: str, candidates: dict, rounds: int, n_images: int, size) 
         "folder": "(b) folder: PIL open+resize per file",
         "decode": "(c) decode: PIL on in-memory bytes",
         "read": "(a0) tar read only, no decode",
+        "nopax": "(a*) what-if: ours, shards without pax headers",
     }
     rows = [[labels[k], f"{res.med(k):,.1f}", common.spread(res.rates[k])] for k in res.names]
     common.print_table(["reader", "images/s (median)", "min..max"], rows, title=f"{name}: images/s, {rounds} rounds")
@@ -198,6 +222,9 @@ def run_workload(name: str, candidates: dict, rounds: int, n_images: int, size) 
         out["a/b"], out["a/c"] = res.ratio("ours", "folder"), res.ratio("ours", "decode")
         print(common.verdict(out["a/b"], TARGET_VS_FOLDER, f"{name}: ratio (a)/(b) ours vs folder"))
         print(common.verdict(out["a/c"], TARGET_VS_DECODE, f"{name}: ratio (a)/(c) ours vs raw decode"))
+    if {"nopax", "decode"} <= set(res.names):
+        out["a*/c"] = res.ratio("nopax", "decode")
+        print(f"{name}: what-if (a*)/(c) without pax headers: {out['a*/c']:.2f}; (a*)/(a) {res.ratio('nopax', 'ours'):.2f}")
     return out
 
 
@@ -225,11 +252,14 @@ def main(argv=None):
           f"torch threads {torch.get_num_threads()}")
 
     results = {}
+    nopax = None if args.no_what_if else without_pax(shard_dir)
     urls, members, files = eval_inputs(shard_dir, city)
     cands = {"ours": common.timed(ours_eval(shard_dir, epochs)),
              "folder": common.timed(folder(files, size, epochs, batch=None)),
              "decode": common.timed(decode(members, epochs)),
              "read": common.timed(tar_only(urls, lambda s: 1, epochs))}
+    if not args.no_what_if:
+        cands["nopax"] = common.timed(ours_eval(nopax, epochs))
     if args.only:
         cands = {args.only: cands[args.only]}
     results["eval"] = run_workload("eval", cands, rounds, len(files), size)
@@ -250,6 +280,8 @@ def main(argv=None):
              "folder": common.timed(folder(files, size, epochs * passes, batch=32)),
              "decode": common.timed(decode(members, epochs * passes)),
              "read": common.timed(tar_only(urls, lambda s: json.loads(s["json"])["num_views"], epochs * passes))}
+    if not args.no_what_if:
+        cands["nopax"] = common.timed(ours_train(train_urls(nopax), cfg, epochs))
     if args.only:
         cands = {args.only: cands[args.only]}
     results["train"] = run_workload("train", cands, rounds, len(files), size)

@@ -72,11 +72,13 @@ def rgb_batches(urls: list[str], cfg: PlaceBatchConfig) -> wds.DataPipeline:
     ).with_epoch(nbatches=cfg.batches_per_epoch)
 
 
-def from_shards(urls, cfg, sink: list):
+def from_shards(urls, cfg, onehot_seconds: list, sink: list):
     def run() -> float:
         n = 0
         for batch in place_batches(urls, cfg, rank=0, world_size=1):
+            start = time.perf_counter()
             x = seg_to_onehot(batch["seg"].flatten(0, 1))  # [P*K, C, H, W] float
+            onehot_seconds.append(time.perf_counter() - start)
             sink.append(x.shape)
             n += x.shape[0]
         return n
@@ -130,9 +132,9 @@ def main(argv=None):
           f"at {size[0]}x{size[1]}, {batches} batches a round, {rounds} rounds")
     print(f"same images in both pipelines: {'yes' if same_images(urls, cfg) else 'NO'}")
 
-    shapes_a, shapes_b, model_s = [], [], []
+    shapes_a, shapes_b, model_s, onehot_s = [], [], [], []
     res = common.interleaved({
-        "shards": common.timed(from_shards(urls, cfg, shapes_a)),
+        "shards": common.timed(from_shards(urls, cfg, onehot_s, shapes_a)),
         "online": common.timed(online(urls, cfg, predictor, model_s, shapes_b)),
     }, rounds)
     assert shapes_a[-1] == shapes_b[-1], (shapes_a[-1], shapes_b[-1])
@@ -140,11 +142,14 @@ def main(argv=None):
     n_img = batches * cfg.places_per_batch * cfg.views_per_place
     timed_model = model_s[-rounds * batches:]  # the timed rounds only, not the warm-up
     model_rate = len(timed_model) * 32 / sum(timed_model)
+    timed_onehot = onehot_s[-rounds * batches:]
+    onehot_rate = len(timed_onehot) * 32 / sum(timed_onehot)
     common.print_table(
         ["pipeline", "images/s (median)", "min..max", "ms/batch of 32"],
         [
             ["(a) shards: read+decode jpg+seg.png, one-hot", f"{res.med('shards'):,.1f}", common.spread(res.rates["shards"]),
              f"{32e3 / res.med('shards'):.1f}"],
+            ["    of which seg_to_onehot", f"{onehot_rate:,.1f}", "", f"{32e3 / onehot_rate:.1f}"],
             ["(b) online: read+decode jpg, model, one-hot", f"{res.med('online'):,.1f}", common.spread(res.rates["online"]),
              f"{32e3 / res.med('online'):.1f}"],
             ["    of which the model (predict)", f"{model_rate:,.1f}", "", f"{32e3 / model_rate:.1f}"],

@@ -319,7 +319,9 @@ def _short_name(proc) -> str:
         cmd = []
     name = proc.name()
     if cmd and cmd[0].startswith("ray::"):
-        return cmd[0].split()[0]
+        # 'ray::MapWorker(MapBatches(X)).submit' while running a task: the same actor as without '.submit'
+        title = cmd[0].split()[0]
+        return title[: title.rindex(")") + 1] if ")" in title else title
     for c in cmd[:3]:
         base = os.path.basename(c)
         if base.endswith(".py") or base in ("raylet", "gcs_server"):

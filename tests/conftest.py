@@ -15,7 +15,8 @@ def ray_local():
     """A real local Ray instance sized for this machine; shut down after the session."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    # address="local": a new instance even when a `ray start` cluster of another test runs on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=True, ignore_reinit_error=True)  # the state API needs it
     yield ray
     ray.shutdown()
 

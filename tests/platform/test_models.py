@@ -146,3 +146,9 @@ def test_flatten_views_repeats_labels():
     assert flat.shape == (6, 5)
     assert labels.tolist() == [10, 10, 10, 20, 20, 20]
     torch.testing.assert_close(flat[4], x[1, 1])
+
+
+def test_seg_to_onehot_matches_torch_one_hot_on_batches():
+    ids = torch.randint(0, 8, (2, 3, 5, 7), dtype=torch.uint8)
+    expected = torch.nn.functional.one_hot(ids.long(), 8).movedim(-1, -3).float()
+    assert torch.equal(seg_to_onehot(ids, 8), expected)

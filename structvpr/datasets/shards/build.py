@@ -157,7 +157,7 @@ def run_shard_actors(pending: list[ShardSpec], out: Path, opts: BuildOptions, do
         ShardBuildActor,
         fn_constructor_kwargs={"out_dir": str(out), "seg_model": opts.seg_model,
                                "image_size": tuple(opts.image_size), "device": "cuda" if use_gpu else "cpu"},
-        batch_size=1, concurrency=max(1, min(opts.workers, len(pending))),
+        batch_size=1, compute=ray.data.ActorPoolStrategy(size=max(1, min(opts.workers, len(pending)))),
         num_cpus=1, num_gpus=1 if use_gpu else 0,
     )
     total = sum(s.num_images for s in pending)

@@ -12,10 +12,12 @@ Per-block results are merged with `faiss.ResultHeap`.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 
-import faiss
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # before the import: it logs every CPU feature it probes
+import faiss  # noqa: E402
 import numpy as np
 from tqdm.auto import tqdm
 

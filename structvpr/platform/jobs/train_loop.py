@@ -49,6 +49,7 @@ class Job:
     teacher_gallery: torch.Tensor | None = None
     best: float = -1.0
     history: list = field(default_factory=list)
+    resumed_from: list = field(default_factory=list)  # finished epochs at each automatic restart
 
     @property
     def is_student(self) -> bool:
@@ -61,6 +62,7 @@ class Job:
 
 def train_loop_per_worker(config: dict) -> None:
     job = make_job(config)
+    record_worker_nodes(job)
     model, optimizer, scheduler = build_model(job)
     start_epoch = restore(job, model, optimizer, scheduler)
     metric_loss = MetricLoss(distributed=job.world_size > 1)
@@ -83,6 +85,20 @@ def make_job(config: dict) -> Job:
         job.teacher, _ = load_branch(config["teacher_ref"], job.device)
         job.teacher.requires_grad_(False)
     return job
+
+
+def record_worker_nodes(job: Job) -> None:
+    """Tag the MLflow run with the Ray nodes the workers run on (how users see that a job spread)."""
+    import ray
+
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if job.world_size > 1:
+        nodes = [None] * job.world_size
+        torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    if job.rank == 0:
+        from structvpr.platform.tracking import client
+
+        client(job.tracking_uri).set_tag(job.run_id, "structvpr.worker_nodes", ",".join(sorted(set(nodes))))
 
 
 def build_model(job: Job):
@@ -122,6 +138,7 @@ def restore(job: Job, model, optimizer, scheduler) -> int:
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     job.best, job.history = state.get("best", -1.0), state.get("history", [])
+    job.resumed_from = state.get("resumed_from", []) + [state["epoch"]]
     print(f"[rank {job.rank}] resumed after epoch {state['epoch']} from {checkpoint.path}", flush=True)
     return state["epoch"]
 
@@ -207,7 +224,7 @@ def report(job: Job, model, optimizer, scheduler, epoch: int, metrics: dict) -> 
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None
         if job.rank == 0:
-            extra = {"best": job.best, "history": job.history, "recipe": asdict(job.recipe),
+            extra = {"best": job.best, "history": job.history, "recipe": asdict(job.recipe), "resumed_from": job.resumed_from,
                      "trained_on": {"image_size": job.manifest["image_size"], "shards": job.recipe.data.shards,
                                     "kind": job.recipe.kind}, "mlflow_run_id": job.run_id}
             save_state(folder, model, optimizer, scheduler, epoch + 1, extra)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from structvpr.datasets.class_maps import NUM_CATEGORIES, VOID
 
@@ -40,7 +39,10 @@ def seg_to_onehot(ids: torch.Tensor, num_classes: int = NUM_CATEGORIES, drop_voi
     ids = ids.long()
     if ids.numel() and (ids.min() < 0 or ids.max() >= num_classes):
         raise ValueError(f"segmentation ids must lie in 0..{num_classes - 1}, got {int(ids.min())}..{int(ids.max())}")
-    onehot = F.one_hot(ids, num_classes).movedim(-1, -3).float()
+    # scatter_ into a float tensor: 6.7x faster than F.one_hot's int64 tensor plus movedim and cast
+    # (measured in bench/bench_teacher_input.py), and this runs on every teacher batch.
+    onehot = torch.zeros(*ids.shape[:-2], num_classes, *ids.shape[-2:], device=ids.device)
+    onehot.scatter_(-3, ids.unsqueeze(-3), 1.0)
     if drop_void:
         keep = [c for c in range(num_classes) if c != VOID]
         onehot = onehot[..., keep, :, :]
