@@ -23,8 +23,10 @@ def test_demo_runs_end_to_end_on_the_tiny_city(tmp_path):
     assert manifest["segmentation"]["model_id"].startswith("ckpt:seg.ckpt:")
     assert manifest["totals"]["images"] > 150
     assert "OK:" in done.stdout
+    assert "R@1" in done.stdout and (tmp_path / "demo" / "eval" / "retrievals.png").is_file()
+    assert (tmp_path / "demo" / "mlflow.db").is_file()
     again = run_cli("-q", "demo", "--preset", "tiny", "--workdir", str(tmp_path / "demo"))
-    assert again.returncode == 0 and again.stdout.count("kept") == 2, again.stdout
+    assert again.returncode == 0 and again.stdout.count("kept") == 2 and again.stdout.count("already finished") == 2, again.stdout
 
 
 @pytest.mark.parametrize("args, message", [
