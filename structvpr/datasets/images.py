@@ -96,7 +96,9 @@ def encode_png(ids: np.ndarray) -> bytes:
 
 def decode_rgb(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
+        img.load()
+        # convert() copies even an RGB image; the shards hold RGB JPEGs, so skip it when it would be a no-op.
+        return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
 
 
 def decode_ids(data: bytes) -> np.ndarray:

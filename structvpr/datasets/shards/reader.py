@@ -67,16 +67,25 @@ def decode_place(sample: dict, views: int, rng: random.Random) -> dict:
     meta = json.loads(sample["json"])
     stored = list(range(meta["num_views"]))
     chosen = rng.sample(stored, views) if len(stored) >= views else stored + rng.choices(stored, k=views - len(stored))
-    rgb = np.stack([decode_rgb(sample[f"{i}.jpg"]) for i in chosen])
-    seg = np.stack([decode_ids(sample[f"{i}.seg.png"]) for i in chosen])
+    rgb = [decode_rgb(sample[f"{i}.jpg"]) for i in chosen]  # stacked once, in collate_places
+    seg = [decode_ids(sample[f"{i}.seg.png"]) for i in chosen]
     # The stored-view indices let a job find each image's own row in a gallery cache (and exclude it).
     return {"rgb": rgb, "seg": seg, "place": place_label(sample["__key__"]), "key": sample["__key__"], "views": chosen}
 
 
 def collate_places(samples: list[dict]) -> dict:
     """[P, K, 3, H, W] uint8 RGB, [P, K, H, W] uint8 class ids, [P] place labels, [P, K] stored-view indices."""
-    rgb = torch.from_numpy(np.stack([s["rgb"] for s in samples])).permute(0, 1, 4, 2, 3).contiguous()
-    seg = torch.from_numpy(np.stack([s["seg"] for s in samples]))
+    # One copy per image into the batch array; RGB is then a channels-first view (no second copy):
+    # the model's preprocessing converts to float anyway.
+    h, w, _ = samples[0]["rgb"][0].shape
+    k = len(samples[0]["rgb"])
+    rgb = np.empty((len(samples), k, h, w, 3), dtype=np.uint8)
+    seg = np.empty((len(samples), k, h, w), dtype=np.uint8)
+    for i, s in enumerate(samples):
+        for j in range(k):
+            rgb[i, j] = s["rgb"][j]
+            seg[i, j] = s["seg"][j]
+    rgb, seg = torch.from_numpy(rgb).permute(0, 1, 4, 2, 3), torch.from_numpy(seg)
     place = torch.tensor([s["place"] for s in samples], dtype=torch.long)
     views = torch.tensor([s["views"] for s in samples], dtype=torch.long)
     return {"rgb": rgb, "seg": seg, "place": place, "views": views, "keys": [s["key"] for s in samples]}
