@@ -60,12 +60,12 @@ def test_same_recipe_again_does_not_train_twice(teacher, shards, workdir):
     assert again["mlflow_run_id"] == teacher["mlflow_run_id"] and again["checkpoint"] == teacher["checkpoint"]
 
 
-@pytest.mark.parametrize("mode", ["weighted", "none"])
-def test_student_job_from_a_registered_teacher(teacher, shards, workdir, mode, monkeypatch):
+@pytest.mark.parametrize("mode, reference", [("weighted", "models:/structvpr-teacher/1"), ("plain", "runs:/{run}/model")])
+def test_student_job_from_a_teacher_in_mlflow(teacher, shards, workdir, mode, reference, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    ref = reference.format(run=teacher["mlflow_run_id"])
     summary = run_training("student", "configs/tiny/student.yaml",
-                           overrides(shards, workdir, "teacher=models:/structvpr-teacher/1", f"kd.mode={mode}"),
-                           progress=False)
+                           overrides(shards, workdir, f"teacher={ref}", f"kd.mode={mode}"), progress=False)
     run = client(f"sqlite:///{workdir / 'mlflow.db'}").get_run(summary["mlflow_run_id"])
     metrics = run.data.metrics
     assert "best_val_recall_at_1" in metrics
@@ -73,6 +73,8 @@ def test_student_job_from_a_registered_teacher(teacher, shards, workdir, mode, m
         groups = [metrics[f"group_{g}"] for g in ("noisy", "teacher_right_student_wrong", "both_right", "other")]
         assert sum(groups) == 2 * 4 * 2  # every sample of the last epoch's batches falls in one group
         assert "train_kd" in metrics
+    else:
+        assert "group_noisy" not in metrics and metrics["train_kd"] >= 0
     state = load_state(summary["checkpoint"])
     assert state["spec"]["in_chans"] == 3
 
@@ -97,6 +99,13 @@ def test_recipe_mistakes_fail_before_any_ray_work(shards, workdir):
         run_training("teacher", "configs/tiny/teacher.yaml", overrides(workdir / "nowhere", workdir), progress=False)
     with pytest.raises(ConfigError, match="needs `teacher`"):
         load_recipe("student", "configs/tiny/student.yaml", [f"data.shards={shards}"])
+
+
+def test_shards_without_a_val_split_are_refused(tiny_city, tmp_path, workdir):
+    only_train = tmp_path / "only-train"
+    build_shards("vg", tiny_city, only_train, BuildOptions(image_size=(64, 48), progress=False, splits=("train",)))
+    with pytest.raises(DatasetError, match="val set .* has no database images"):
+        run_training("teacher", "configs/tiny/teacher.yaml", overrides(only_train, workdir), progress=False)
 
 
 def test_teacher_of_another_image_size_is_refused(teacher, tiny_city, tmp_path, workdir):
