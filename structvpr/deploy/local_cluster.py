@@ -112,8 +112,22 @@ class LocalCluster:
         self.pids = []
         for temp in self.temp_dirs:
             shutil.rmtree(temp, ignore_errors=True)
+        self._forget_address()
         self.temp_dirs = []
         (self.folder / STATE_FILE).unlink(missing_ok=True)
+
+    def _forget_address(self) -> None:
+        """Remove Ray's 'current cluster' file if it still names this (now stopped) head.
+
+        Left behind, it sends later plain ray.init() calls (Ray Train's placement-group cleaner
+        among them) to a dead address, where they time out.
+        """
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        try:
+            if current.read_text().strip().rsplit(":", 1)[-1] == str(self.gcs_port):
+                current.unlink()
+        except (OSError, IndexError):
+            pass
 
     def _save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
