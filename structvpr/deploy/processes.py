@@ -54,17 +54,22 @@ def stop_group(pid: int, timeout: float = 10.0) -> None:
     if _group_alive(pgid):
         os.killpg(pgid, signal.SIGKILL)
     try:
-        os.waitpid(pid, os.WNOHANG)
+        os.waitpid(pid, 0)  # reap our own child; its children are reparented and reaped by init
     except ChildProcessError:
         pass
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Any live (not zombie) process left in the group."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def wait_until(check, timeout: float, what: str, log: Path | None = None) -> None:
