@@ -77,7 +77,7 @@ def cmd_train(args) -> int:
     from structvpr.platform.jobs.launcher import run_training
 
     summary = run_training(args.kind, args.config, args.overrides, progress=not args.quiet)
-    recalls = {k.rsplit("_at_", 1)[1]: round(v, 1) for k, v in summary["metrics"].items() if "_recall_at_" in k and k.count("_") == 4}
+    recalls = {str(n): round(v, 1) for n, v in summary["recall"].items()}
     print(f"run {summary['run_name']} (MLflow {summary['mlflow_run_id']}): {summary['epochs']} epochs, "
           f"best recall@N {recalls}, registered version {summary['registered_model']}")
     print(f"checkpoint: {summary['checkpoint']}")

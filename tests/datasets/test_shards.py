@@ -17,7 +17,6 @@ from PIL import Image
 
 from structvpr.datasets.records import DatasetError
 from structvpr.datasets.shards.build import BuildOptions, build_shards
-from structvpr.datasets.shards.manifest import load_manifest
 from structvpr.datasets.shards.verify import verify_shards
 
 from vg_tree import make_vg_tree

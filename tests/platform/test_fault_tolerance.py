@@ -7,8 +7,6 @@ import signal
 import threading
 import time
 
-import pytest
-
 from structvpr.datasets.shards.build import BuildOptions, build_shards
 from structvpr.platform.jobs.launcher import run_training
 from structvpr.platform.jobs.state import load_state

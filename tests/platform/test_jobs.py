@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from structvpr.config import ConfigError
 from structvpr.datasets.records import DatasetError

@@ -70,7 +70,7 @@ def load_db_struct(path: Path, **loadmat_options) -> DbStruct:
     """Read a dbStruct .mat; any loadmat options (squeeze_me, struct_as_record) give the same result."""
     try:
         mat = scipy.io.loadmat(path, **loadmat_options)
-    except Exception as err:  # scipy raises ValueError, TypeError, NotImplementedError (v7.3) ...
+    except Exception as err:  # scipy raises ValueError, TypeError, NotImplementedError (v7.3 files) and more
         raise DatasetError(f"cannot read {path} as a MATLAB v5 .mat file: {err}") from err
     if "dbStruct" not in mat:
         variables = sorted(k for k in mat if not k.startswith("__"))

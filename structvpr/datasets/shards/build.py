@@ -11,13 +11,13 @@ import logging
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from structvpr.datasets.formats import get_format, read_split
 from structvpr.datasets.places import PlaceOptions
 from structvpr.datasets.records import DatasetError, Listing
-from structvpr.datasets.shards.manifest import MANIFEST, assemble_manifest
+from structvpr.datasets.shards.manifest import assemble_manifest
 from structvpr.datasets.shards.plan import PlanOptions, ShardSpec, plan_fingerprint, plan_shards
 from structvpr.datasets.shards.shard_writer import ShardWriter, is_finished, stats_path
 

@@ -78,7 +78,7 @@ def plan_train(listing: Listing, opts: PlanOptions) -> tuple[list[SampleSpec], l
     return samples, skipped
 
 
-def plan_eval(listing: Listing, split: str, role: str, opts: PlanOptions) -> list[SampleSpec]:
+def plan_eval(listing: Listing, split: str, role: str) -> list[SampleSpec]:
     records = sorted((r for r in listing.records if r.role == role), key=lambda r: r.name)
     tag = "db" if role == "database" else "q"
     # Evaluation needs no places: positives are database images within a radius of the query.
@@ -111,7 +111,7 @@ def plan_shards(listings: dict[str, Listing], opts: PlanOptions) -> tuple[list[S
             shards += chunk_into_shards(samples, split, "places", opts.shard_images)
             continue
         for role, folder in EVAL_FOLDERS.items():
-            shards += chunk_into_shards(plan_eval(listing, split, role, opts), split, folder, opts.shard_images)
+            shards += chunk_into_shards(plan_eval(listing, split, role), split, folder, opts.shard_images)
     return shards, skipped
 
 

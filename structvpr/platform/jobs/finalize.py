@@ -30,36 +30,36 @@ def best_checkpoint_path(result) -> str:
     return result.checkpoint.path
 
 
-def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manifest: dict) -> dict:
+def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manifest: dict, progress: bool = True) -> dict:
     import mlflow
 
     ckpt = best_checkpoint_path(result)
     state = load_state(ckpt)
     model = branch_from_state(state).eval()
     model.trained_on = state.get("trained_on", {})
-    report, db, queries = evaluate_branch(model, recipe.data.shards, recipe.eval.split, "cpu",
-                                          recipe.eval.n_values, recipe.eval.radius_m)
+    report, _, queries = evaluate_branch(model, recipe.data.shards, recipe.eval.split, "cpu",
+                                         recipe.eval.n_values, recipe.eval.radius_m, progress=progress)
     metrics = {f"best_{recipe.eval.split}_{k}": v for k, v in report.to_metrics().items()}
     log_metrics(uri, run_id, metrics, step=state["epoch"])
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
-        log_artifacts(recipe, report, db, queries, model)
+        log_artifacts(recipe, report, len(queries.keys))
         version = log_model(recipe, model, manifest)
         mlflow.set_tags({"structvpr.eval_manifest": manifest_hash(recipe.data.shards), "structvpr.checkpoint": ckpt})
     finish_run(uri, run_id)
     summary = {"run_name": name, "mlflow_run_id": run_id, "checkpoint": ckpt, "epochs": state["epoch"],
-               "metrics": metrics, "registered_model": version}
+               "metrics": metrics, "recall": report.recall, "registered_model": version}
     print(f"best {recipe.eval.split} recall: " + " ".join(f"R@{n}={v:.1f}" for n, v in report.recall.items()))
     return summary
 
 
-def log_artifacts(recipe: Recipe, report, db, queries, model) -> None:
+def log_artifacts(recipe: Recipe, report, num_queries: int) -> None:
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "recipe.yaml").write_text(dump_yaml(recipe))
-        write_eval_artifacts(folder, report, recipe.data.shards, recipe.eval.split, len(queries.keys))
+        write_eval_artifacts(folder, report, recipe.data.shards, recipe.eval.split, num_queries)
         mlflow.log_artifacts(str(folder))
 
 

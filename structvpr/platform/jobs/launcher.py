@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from structvpr.config import dump_yaml, flatten, load_config
+from structvpr.config import flatten, load_config
 from structvpr.datasets.records import DatasetError
 from structvpr.datasets.shards.manifest import load_manifest, manifest_hash, shard_paths
 from structvpr.platform.jobs.model_source import check_fits_shards, load_branch
@@ -75,13 +75,9 @@ def run_training(kind: str, config: str | None, overrides: list[str], progress: 
     print(f"{kind} run {name}: MLflow run {run_id} at {uri}; checkpoints under {recipe.run.storage_path}/{name}")
     from structvpr.platform.jobs.ray_trainer import fit
 
-    result = fit(recipe, name, run_id, uri, progress)
+    result = fit(recipe, name, run_id, uri)
     from structvpr.platform.jobs.finalize import finalize_run
 
-    summary = finalize_run(recipe, name, run_id, uri, result, manifest)
+    summary = finalize_run(recipe, name, run_id, uri, result, manifest, progress)
     done.write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def recipe_yaml(recipe: Recipe) -> str:
-    return dump_yaml(recipe)

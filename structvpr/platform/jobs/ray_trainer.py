@@ -51,7 +51,7 @@ def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str):
     )
 
 
-def fit(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress: bool = True):
+def fit(recipe: Recipe, name: str, run_id: str, tracking_uri: str):
     from structvpr.runtime import ensure_ray
 
     ensure_ray()
