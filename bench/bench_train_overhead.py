@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_train_overhead.py --quick    # warm-up + 2 rounds of 4 steps
 
 Both sides run the project's own training code on the same real shards (the tiny synthetic city
-at 160x120, built once with build_shards): `train_loop.train_epoch` -> `train_loader` (P x K place
+at 160x120, built once with build_shards): `train_loop.train_epoch` over `training_loader` (P x K place
 batches) -> `train_loop.batch_loss` (student: RGB branch, metric loss, KD from a teacher, weighted by
 ranks against the `refresh_gallery` gallery), AdamW + the recipe's LR schedule. Same recipe, same
 seeds, so the same initial weights and the same batches; the printed losses of both sides must match.
@@ -93,13 +93,15 @@ def make_job(config: dict, device):
 
 
 def build(job):
-    """train_loop.build_model under the recipe's seed: the same initial weights on both sides."""
+    """train_loop.build_model under the recipe's seed (the same initial weights on both sides), and the job's loader."""
     from structvpr.platform.jobs import train_loop
+    from structvpr.platform.jobs.data import training_loader
     from structvpr.platform.losses import MetricLoss
 
     torch.manual_seed(job.recipe.train.seed)
     model, optimizer, scheduler = train_loop.build_model(job)
-    return model, optimizer, scheduler, MetricLoss(distributed=job.world_size > 1)
+    loader = training_loader(job.recipe, job.rank, job.world_size)
+    return model, optimizer, scheduler, MetricLoss(distributed=job.world_size > 1), loader
 
 
 def thread_switches() -> tuple[int, int]:
@@ -116,7 +118,7 @@ def run_epoch(job, parts, epoch: int) -> dict:
     """One epoch as train_loop_per_worker runs it (seed, gallery, train_epoch), with each batch_loss call timed."""
     from structvpr.platform.jobs import train_loop
 
-    model, optimizer, scheduler, metric_loss = parts
+    model, optimizer, scheduler, metric_loss, loader = parts
     torch.manual_seed(job.recipe.train.seed * 7919 + epoch * 101 + job.rank)
     start_wall, started = time.time(), time.perf_counter()
     weighted = job.is_student and job.recipe.kd.mode == "weighted"
@@ -138,7 +140,7 @@ def run_epoch(job, parts, epoch: int) -> dict:
     train_loop.batch_loss = timed_batch_loss  # train_epoch looks the name up at each call
     try:
         epoch_start = time.perf_counter()
-        train_loop.train_epoch(job, model, optimizer, scheduler, metric_loss, gallery, epoch)
+        train_loop.train_epoch(job, model, optimizer, scheduler, metric_loss, gallery, loader)
         end, end_cpu, end_proc = time.perf_counter(), time.thread_time(), time.process_time()
         end_switches = thread_switches()
     finally:

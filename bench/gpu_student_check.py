@@ -17,7 +17,7 @@ minutes including building its data). Self-contained: only the project and its i
 3. Gallery: `train_loop.refresh_gallery` (teacher and student descriptors of every training view).
 4. Training, with the job's `train_loop.train_epoch` (autocast bf16 when train.amp and CUDA):
    - warm-up steps (cuDNN algorithm search, allocator), not counted;
-   - end to end: the job's `train_loader` (decoding jpg + seg.png in --loader-workers processes)
+   - end to end: the job's `training_loader` (decoding jpg + seg.png in --loader-workers processes)
      feeding the GPU: what a training job gets;
    - compute only: the same steps over --cached batches already on the GPU (the loader swapped for
      them): what the GPU can do when the input pipeline keeps up.
@@ -195,7 +195,7 @@ def epoch(job, parts, gallery, batches: int, index: int, loader=None) -> dict:
     model, optimizer, scheduler, metric_loss = parts
     job.recipe.data.batches_per_epoch = batches
     losses, entries = [], []
-    real_loss, real_loader = train_loop.batch_loss, train_loop.train_loader
+    real_loss = train_loop.batch_loss
 
     def counted_loss(*a, **k):
         # train_epoch reads float(loss) every step (a device sync), so entry times mark step boundaries.
@@ -205,16 +205,18 @@ def epoch(job, parts, gallery, batches: int, index: int, loader=None) -> dict:
         return out
 
     train_loop.batch_loss = counted_loss
-    if loader is not None:
-        train_loop.train_loader = lambda recipe, rank, world_size, ep: loader
+    if loader is None:
+        from structvpr.platform.jobs.data import training_loader
+
+        loader = training_loader(job.recipe, 0, 1, start_epoch=index)
     try:
         sync(job.device)
         start = time.perf_counter()
-        train_loop.train_epoch(job, model, optimizer, scheduler, metric_loss, gallery, index)
+        train_loop.train_epoch(job, model, optimizer, scheduler, metric_loss, gallery, loader)
         sync(job.device)
         seconds = time.perf_counter() - start
     finally:
-        train_loop.batch_loss, train_loop.train_loader = real_loss, real_loader
+        train_loop.batch_loss = real_loss
     values = [float(v) for v in losses]
     if not all(math.isfinite(v) for v in values):
         raise RuntimeError(f"non-finite loss in phase {index}: {values}")
@@ -226,11 +228,11 @@ def epoch(job, parts, gallery, batches: int, index: int, loader=None) -> dict:
 
 def cached_batches(job, n: int) -> list[dict]:
     """n batches of the job's loader, moved to the device once (uint8, as the loader gives them)."""
-    from structvpr.platform.jobs.data import train_loader
+    from structvpr.platform.jobs.data import training_loader
 
     job.recipe.data.batches_per_epoch = n
     out = []
-    for batch in itertools.islice(train_loader(job.recipe, 0, 1, 10_000), n):
+    for batch in itertools.islice(training_loader(job.recipe, 0, 1, start_epoch=10_000), n):
         out.append({k: (v.to(job.device, non_blocking=True) if hasattr(v, "to") and k in ("rgb", "seg") else v)
                     for k, v in batch.items()})
     return out

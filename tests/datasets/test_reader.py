@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 from structvpr.datasets.shards.build import BuildOptions, build_shards
-from structvpr.datasets.shards.reader import PlaceBatchConfig, eval_samples, place_batches, train_urls
+from structvpr.datasets.shards.reader import (
+    EpochSlices, PlaceBatchConfig, eval_samples, place_batches, place_stream, train_urls,
+)
 
 from vg_tree import make_vg_tree
 
@@ -59,6 +63,54 @@ def test_reader_runs_in_dataloader_workers(shards):
     got = list(loader)
     assert len(got) == 6  # with_epoch counts per worker
     assert got[0]["rgb"].shape == (2, 3, 3, SIZE[1], SIZE[0])
+
+
+class CountingStream:
+    """An endless stream of (worker, n) that counts how often it was (re)started, per process."""
+
+    starts = 0
+
+    def __call__(self):
+        CountingStream.starts += 1
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info else -1
+        return ((worker, n) for n in itertools.count())
+
+
+def test_epoch_slices_go_on_where_the_last_epoch_stopped():
+    CountingStream.starts = 0
+    stream = EpochSlices(CountingStream(), per_epoch=4)
+    epochs = [list(stream) for _ in range(3)]
+    assert [[n for _, n in e] for e in epochs] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert CountingStream.starts == 1, "the stream (and its shuffle buffer) must not be rebuilt each epoch"
+
+
+def test_epoch_slices_share_an_epoch_between_persistent_loader_workers():
+    loader = torch.utils.data.DataLoader(EpochSlices(CountingStream(), per_epoch=5), batch_size=None,
+                                         num_workers=2, persistent_workers=True)
+    epochs = [[(int(w), int(n)) for w, n in loader] for _ in range(2)]
+    assert [len(e) for e in epochs] == [5, 5]
+    seen = epochs[0] + epochs[1]
+    assert len(set(seen)) == 10, "each worker's stream goes on across epochs: nothing is drawn twice"
+    assert {w for w, _ in seen} == {0, 1}
+
+
+def test_place_stream_reads_only_the_members_asked_for(shards):
+    cfg = PlaceBatchConfig(places_per_batch=2, views_per_place=2, batches_per_epoch=2, shuffle_buffer=4, members=("seg",))
+    batches = [b for _ in range(2) for b in place_stream(train_urls(shards), cfg, rank=0, world_size=1)]
+    assert len(batches) == 4
+    assert "rgb" not in batches[0] and batches[0]["seg"].shape == (2, 2, SIZE[1], SIZE[0])
+    with pytest.raises(ValueError, match="members"):
+        PlaceBatchConfig(members=("depth",))
+
+
+def test_place_stream_epochs_draw_new_batches(shards):
+    cfg = PlaceBatchConfig(places_per_batch=4, views_per_place=2, batches_per_epoch=3, shuffle_buffer=8)
+    stream = place_stream(train_urls(shards), cfg, rank=0, world_size=1)
+    first, second = ([b["keys"] for b in stream] for _ in range(2))
+    assert len(first) == len(second) == 3 and first != second
+    again = place_stream(train_urls(shards), cfg, rank=0, world_size=1)
+    assert [b["keys"] for b in again] == first, "a stream restarted at the same epoch draws the same batches"
 
 
 def test_resampled_without_epoch_length_is_refused(shards):

@@ -6,27 +6,33 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch import nn
 
-from structvpr.datasets.shards.manifest import shard_paths
-from structvpr.datasets.shards.reader import PlaceBatchConfig, decode_eval, place_batches, train_urls
+from structvpr.datasets.shards.reader import PlaceBatchConfig, eval_samples, place_stream, train_urls
 from structvpr.platform.recipe import Recipe
 
 EVAL_KINDS = {"database": "database", "query": "queries"}
 
 
-def train_loader(recipe: Recipe, rank: int, world_size: int, epoch: int) -> torch.utils.data.DataLoader:
-    """P places x K views batches for this rank; a fresh seed each epoch so every epoch sees new draws."""
+def training_loader(recipe: Recipe, rank: int, world_size: int, start_epoch: int = 0) -> torch.utils.data.DataLoader:
+    """P places x K views batches for this rank: iterate it once per epoch, from `start_epoch` on.
+
+    One loader (and one stream of shards, in workers that persist) serves the whole job; each epoch
+    goes on drawing where the last one stopped. Only the images the job reads are decoded.
+    """
     cfg = PlaceBatchConfig(places_per_batch=recipe.data.places_per_batch, views_per_place=recipe.data.views_per_place,
                            shuffle_buffer=recipe.data.shuffle_buffer, seed=recipe.train.seed, resampled=True,
-                           batches_per_epoch=recipe.data.batches_per_epoch)
-    pipeline = place_batches(train_urls(recipe.data.shards), cfg, rank=rank, world_size=world_size, epoch=epoch)
+                           batches_per_epoch=recipe.data.batches_per_epoch, members=members_read(recipe))
+    stream = place_stream(train_urls(recipe.data.shards), cfg, rank, world_size, start_epoch)
     workers = recipe.data.loader_workers
-    if workers:
-        # with_epoch counts per DataLoader worker: split the epoch between them.
-        pipeline = pipeline.with_epoch(nbatches=max(1, recipe.data.batches_per_epoch // workers))
-    return torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers)
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+
+
+def members_read(recipe: Recipe) -> tuple[str, ...]:
+    """The teacher reads segmentation; the student RGB, and segmentation too when its teacher is run for KD."""
+    if recipe.kind == "teacher":
+        return ("seg",)
+    return ("rgb",) if recipe.kd.mode == "none" else ("rgb", "seg")
 
 
 @dataclass
@@ -47,8 +53,7 @@ def encode_split(model: nn.Module, shard_dir: str, split: str, role: str, device
     """Descriptors of every image of one split and role, in shard order."""
     from tqdm import tqdm
 
-    urls = shard_paths(shard_dir, split, EVAL_KINDS[role])
-    pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(), wds.map(decode_eval))
+    pipeline = eval_samples(shard_dir, split, EVAL_KINDS[role])
     member = _input_member(model)
     model.eval()
     descs, utm, conditions, keys, batch = [], [], [], [], []

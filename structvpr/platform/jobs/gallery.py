@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch import nn
 
 from structvpr.datasets.images import decode_ids, decode_rgb
+from structvpr.datasets.shards.tar_reader import read_tar_samples
 from structvpr.datasets.shards.reader import place_label, train_urls
 
 
@@ -34,7 +34,7 @@ class Gallery:
 def _views(shard_dir: str, rank: int, world_size: int):
     """(place, view, rgb, seg) of every stored view in this rank's share of the train shards."""
     urls = train_urls(shard_dir)[rank::world_size]
-    for sample in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()) if urls else []:
+    for sample in read_tar_samples(urls):
         place = place_label(sample["__key__"])
         for view in range(json.loads(sample["json"])["num_views"]):
             yield place, view, decode_rgb(sample[f"{view}.jpg"]), decode_ids(sample[f"{view}.seg.png"])

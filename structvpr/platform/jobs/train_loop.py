@@ -21,7 +21,7 @@ from torch import nn
 
 from structvpr.config import from_dict
 from structvpr.datasets.shards.manifest import load_manifest
-from structvpr.platform.jobs.data import train_loader
+from structvpr.platform.jobs.data import training_loader
 from structvpr.platform.jobs.evaluate import evaluate_branch
 from structvpr.platform.jobs.gallery import Gallery, build_gallery
 from structvpr.platform.jobs.model_source import load_branch
@@ -66,11 +66,12 @@ def train_loop_per_worker(config: dict) -> None:
     model, optimizer, scheduler = build_model(job)
     start_epoch = restore(job, model, optimizer, scheduler)
     metric_loss = MetricLoss(distributed=job.world_size > 1)
+    loader = training_loader(job.recipe, job.rank, job.world_size, start_epoch)
     for epoch in range(start_epoch, job.recipe.train.epochs):
         torch.manual_seed(job.recipe.train.seed * 7919 + epoch * 101 + job.rank)
         gallery = refresh_gallery(job, model) if job.is_student and job.recipe.kd.mode == "weighted" else None
         started = time.perf_counter()
-        train_stats = train_epoch(job, model, optimizer, scheduler, metric_loss, gallery, epoch)
+        train_stats = train_epoch(job, model, optimizer, scheduler, metric_loss, gallery, loader)
         train_stats["epoch_seconds"] = time.perf_counter() - started
         val = validate(job, model)
         report(job, model, optimizer, scheduler, epoch, train_stats | val)
@@ -149,11 +150,11 @@ def refresh_gallery(job: Job, model) -> Gallery:
     return gallery
 
 
-def train_epoch(job: Job, model, optimizer, scheduler, metric_loss, gallery, epoch: int) -> dict:
+def train_epoch(job: Job, model, optimizer, scheduler, metric_loss, gallery, loader) -> dict:
     model.train()
     jitter = ColorJitter(*(job.recipe.train.colour_jitter,) * 3) if job.is_student and job.recipe.train.colour_jitter else None
     sums, groups, steps = Counter(), Counter(), 0
-    for batch in train_loader(job.recipe, job.rank, job.world_size, epoch):
+    for batch in loader:
         with torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=job.amp):
             loss, parts, counts = batch_loss(job, model, metric_loss, batch, gallery, jitter)
         optimizer.zero_grad(set_to_none=True)
