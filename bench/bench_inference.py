@@ -13,8 +13,9 @@ Both paths start from the same decoded uint8 RGB images (H, W, 3) of the synthet
     module; untrained weights: speed does not depend on training) -> category ids [B, H, W]
     -> `teacher.embed` (resnet18 + GeM reading the 8 one-hot category channels).
 
-Same image size in both (the segmentation checkpoint predicts at that size, no resize), eval
-mode, torch.inference_mode, torch intra-op threads 1, then 2. Batch 1: --single images, one
+Same image size in both (the segmentation checkpoint predicts at that size, no resize), both
+branches loaded as `load_branch` loads them (`for_inference`: eval mode, channels_last; the
+predictor also runs channels_last), torch.inference_mode, torch intra-op threads 1, then 2. Batch 1: --single images, one
 call each; batch 32: one call of 32. Rounds are interleaved (a b, b a, ...); medians.
 Target: (a) at least 3x the images/s of (b) in every configuration.
 """
@@ -101,8 +102,9 @@ def main(argv=None):
     torch.manual_seed(0)
     models = {}
     for w, h in sizes:
-        student = create_branch(args.backbone, 3, "gem", args.dim, image_hw=(h, w)).eval()
-        teacher = create_branch(args.backbone, NUM_CATEGORIES, "gem", args.dim, image_hw=(h, w)).eval()
+        # for_inference (eval, channels_last) is how `structvpr eval` and the student job load models.
+        student = create_branch(args.backbone, 3, "gem", args.dim, image_hw=(h, w)).for_inference()
+        teacher = create_branch(args.backbone, NUM_CATEGORIES, "gem", args.dim, image_hw=(h, w)).for_inference()
         predictor = SegmentationPredictor(str(common.seg_checkpoint((w, h))), device="cpu", batch_size=32)
         assert predictor.image_size == (w, h), predictor.image_size
         models[(w, h)] = (student, teacher, predictor, city_images((w, h), max(32, args.single)))

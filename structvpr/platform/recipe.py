@@ -90,6 +90,8 @@ class RunSection:
     """Worker-group restarts before the job fails."""
     keep_checkpoints: int = 2
     """Checkpoints kept, best by val recall@1."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    """Ray Train's own console messages (INFO: worker-group start, every report); its log files keep all."""
 
 
 @dataclass

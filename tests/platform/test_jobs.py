@@ -60,11 +60,15 @@ def test_same_recipe_again_does_not_train_twice(teacher, shards, workdir):
 
 
 @pytest.mark.parametrize("mode, reference", [("weighted", "models:/structvpr-teacher/1"), ("plain", "runs:/{run}/model")])
-def test_student_job_from_a_teacher_in_mlflow(teacher, shards, workdir, mode, reference, monkeypatch):
+def test_student_job_from_a_teacher_in_mlflow(teacher, shards, workdir, mode, reference, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     ref = reference.format(run=teacher["mlflow_run_id"])
     summary = run_training("student", "configs/tiny/student.yaml",
-                           overrides(shards, workdir, f"teacher={ref}", f"kd.mode={mode}"), progress=False)
+                           overrides(shards, workdir, f"teacher={ref}", f"kd.mode={mode}"), progress=True)
+    # The driver's bar, fed by rank 0 through the progress board, reaches the last step (2 epochs x 2 batches).
+    bar = capsys.readouterr().err
+    assert "4/4" in bar, bar[-2000:]
+    assert "Reporting training result" not in bar, "run.log_level (WARNING) must quiet Ray Train's report lines"
     run = client(f"sqlite:///{workdir / 'mlflow.db'}").get_run(summary["mlflow_run_id"])
     metrics = run.data.metrics
     assert "best_val_recall_at_1" in metrics

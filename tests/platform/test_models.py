@@ -152,3 +152,18 @@ def test_seg_to_onehot_matches_torch_one_hot_on_batches():
     ids = torch.randint(0, 8, (2, 3, 5, 7), dtype=torch.uint8)
     expected = torch.nn.functional.one_hot(ids.long(), 8).movedim(-1, -3).float()
     assert torch.equal(seg_to_onehot(ids, 8), expected)
+
+
+@pytest.mark.parametrize("in_chans", [3, 8])
+def test_for_inference_gives_the_same_descriptors_in_channels_last(in_chans):
+    torch.manual_seed(0)
+    branch = create_branch(BACKBONE, in_chans, "gem", DIM, image_hw=HW).eval()
+    raw = _raw_input(in_chans, batch=2)
+    with torch.inference_mode():
+        before = branch.embed(raw)
+        branch.for_inference()
+        after = branch.embed(raw)
+    assert not branch.training and branch.inference_channels_last
+    conv_weights = [p for p in branch.parameters() if p.dim() == 4]
+    assert conv_weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
+    assert torch.allclose(before, after, atol=1e-5)

@@ -35,7 +35,7 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
 
     ckpt = best_checkpoint_path(result)
     state = load_state(ckpt)
-    model = branch_from_state(state).eval()
+    model = branch_from_state(state).for_inference()  # as it is served, and as it is logged
     model.trained_on = state.get("trained_on", {})
     report, _, queries = evaluate_branch(model, recipe.data.shards, recipe.eval.split, "cpu",
                                          recipe.eval.n_values, recipe.eval.radius_m, progress=progress)

@@ -75,7 +75,7 @@ def run_training(kind: str, config: str | None, overrides: list[str], progress: 
     print(f"{kind} run {name}: MLflow run {run_id} at {uri}; checkpoints under {recipe.run.storage_path}/{name}")
     from structvpr.platform.jobs.ray_trainer import fit
 
-    result = fit(recipe, name, run_id, uri)
+    result = fit(recipe, name, run_id, uri, progress)
     from structvpr.platform.jobs.finalize import finalize_run
 
     summary = finalize_run(recipe, name, run_id, uri, result, manifest, progress)

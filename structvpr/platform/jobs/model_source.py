@@ -14,7 +14,7 @@ class ModelSourceError(ValueError):
 
 
 def load_branch(ref: str, device="cpu") -> tuple[nn.Module, dict]:
-    """The model in eval mode on `device`, and what is known of its training (image size, shards, kind)."""
+    """The model ready for inference on `device` (eval, channels_last), and what is known of its training."""
     if ref.startswith(("runs:/", "models:/")):
         return _from_mlflow(ref, device)
     path = Path(ref).expanduser()
@@ -25,7 +25,7 @@ def load_branch(ref: str, device="cpu") -> tuple[nn.Module, dict]:
         state = load_state(path)
     except (FileNotFoundError, RuntimeError, KeyError) as exc:
         raise ModelSourceError(f"{ref} is not a structvpr checkpoint ({exc})") from None
-    model = branch_from_state(state).to(device).eval()
+    model = branch_from_state(state).to(device).for_inference()
     return model, dict(state.get("trained_on", {}))
 
 
@@ -37,7 +37,7 @@ def _from_mlflow(ref: str, device) -> tuple[nn.Module, dict]:
         model = mlflow.pytorch.load_model(ref, map_location=device)
     except Exception as exc:  # MLflow raises many types for a bad URI; all mean the same to the user
         raise ModelSourceError(f"cannot load {ref} from MLflow at {mlflow.get_tracking_uri()}: {exc}") from None
-    return model.to(device).eval(), dict(getattr(model, "trained_on", {}) or {})
+    return model.to(device).for_inference(), dict(getattr(model, "trained_on", {}) or {})
 
 
 def check_fits_shards(model: nn.Module, trained_on: dict, manifest: dict, role: str) -> None:

@@ -25,7 +25,7 @@ def epoch_printer_cls():
     return EpochPrinter
 
 
-def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str):
+def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress_file: str | None = None):
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -37,7 +37,7 @@ def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str):
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"recipe": asdict(recipe), "run_id": run_id, "tracking_uri": tracking_uri,
-                           "teacher_ref": recipe.teacher},
+                           "teacher_ref": recipe.teacher, "progress_file": progress_file},
         scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                                resources_per_worker=resources, placement_strategy=s.placement_strategy),
         run_config=ray.train.RunConfig(
@@ -46,13 +46,17 @@ def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str):
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.run.keep_checkpoints,
                                                          checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
             callbacks=[epoch_printer_cls()()],
+            logging_config=ray.train.LoggingConfig(log_level=recipe.run.log_level),
             worker_runtime_env={"env_vars": env},
         ),
     )
 
 
-def fit(recipe: Recipe, name: str, run_id: str, tracking_uri: str):
+def fit(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress: bool = True):
+    from structvpr.platform.jobs.progress import DriverProgress, progress_path
     from structvpr.runtime import ensure_ray
 
     ensure_ray()
-    return build_trainer(recipe, name, run_id, tracking_uri).fit()
+    path = progress_path(recipe.run.storage_path, name)
+    with DriverProgress(path, recipe.train.epochs, recipe.data.batches_per_epoch, f"{recipe.kind} {name}", progress):
+        return build_trainer(recipe, name, run_id, tracking_uri, str(path) if progress else None).fit()

@@ -25,6 +25,7 @@ from structvpr.platform.jobs.data import training_loader
 from structvpr.platform.jobs.evaluate import evaluate_branch
 from structvpr.platform.jobs.gallery import Gallery, build_gallery
 from structvpr.platform.jobs.model_source import load_branch
+from structvpr.platform.jobs.progress import StepPoster
 from structvpr.platform.jobs.state import load_state, save_state, set_rng_state, unwrap
 from structvpr.platform.losses import MetricLoss, kd_per_sample
 from structvpr.platform.models import create_branch
@@ -50,6 +51,7 @@ class Job:
     best: float = -1.0
     history: list = field(default_factory=list)
     resumed_from: list = field(default_factory=list)  # finished epochs at each automatic restart
+    poster: StepPoster | None = None  # rank 0 feeds the driver's progress bar
 
     @property
     def is_student(self) -> bool:
@@ -62,6 +64,7 @@ class Job:
 
 def train_loop_per_worker(config: dict) -> None:
     job = make_job(config)
+    apply_log_level(job.recipe.run.log_level)
     record_worker_nodes(job)
     model, optimizer, scheduler = build_model(job)
     start_epoch = restore(job, model, optimizer, scheduler)
@@ -71,7 +74,7 @@ def train_loop_per_worker(config: dict) -> None:
         torch.manual_seed(job.recipe.train.seed * 7919 + epoch * 101 + job.rank)
         gallery = refresh_gallery(job, model) if job.is_student and job.recipe.kd.mode == "weighted" else None
         started = time.perf_counter()
-        train_stats = train_epoch(job, model, optimizer, scheduler, metric_loss, gallery, loader)
+        train_stats = train_epoch(job, model, optimizer, scheduler, metric_loss, gallery, loader, epoch)
         train_stats["epoch_seconds"] = time.perf_counter() - started
         val = validate(job, model)
         report(job, model, optimizer, scheduler, epoch, train_stats | val)
@@ -82,10 +85,27 @@ def make_job(config: dict) -> Job:
     ctx = ray.train.get_context()
     job = Job(recipe, ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(),
               load_manifest(recipe.data.shards), config["run_id"], config["tracking_uri"])
+    if job.rank == 0 and config.get("progress_file"):
+        job.poster = StepPoster(config["progress_file"], recipe.data.batches_per_epoch)
     if job.is_student and recipe.kd.mode != "none":
         job.teacher, _ = load_branch(config["teacher_ref"], job.device)
         job.teacher.requires_grad_(False)
     return job
+
+
+def apply_log_level(level: str) -> None:
+    """run.log_level for the one Ray Train logger that escapes it.
+
+    Ray 2.60 logs every report ("Reporting training result N: TrainingReport(...)") at INFO through a
+    logger named by its file path (`logging.getLogger(__file__)` in ray/train/v2/_internal/execution/
+    context.py). RunConfig's LoggingConfig filters only loggers named `ray.train.*`, so that line goes
+    to the worker's root console handler whatever the level. Naming the logger by its file reaches it.
+    """
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to fix
+        return
+    logging.getLogger(context.__file__).setLevel(level)
 
 
 def record_worker_nodes(job: Job) -> None:
@@ -150,10 +170,10 @@ def refresh_gallery(job: Job, model) -> Gallery:
     return gallery
 
 
-def train_epoch(job: Job, model, optimizer, scheduler, metric_loss, gallery, loader) -> dict:
+def train_epoch(job: Job, model, optimizer, scheduler, metric_loss, gallery, loader, epoch: int = 0) -> dict:
     model.train()
     jitter = ColorJitter(*(job.recipe.train.colour_jitter,) * 3) if job.is_student and job.recipe.train.colour_jitter else None
-    sums, groups, steps = Counter(), Counter(), 0
+    sums, groups, steps = {}, Counter(), 0
     for batch in loader:
         with torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=job.amp):
             loss, parts, counts = batch_loss(job, model, metric_loss, batch, gallery, jitter)
@@ -161,10 +181,13 @@ def train_epoch(job: Job, model, optimizer, scheduler, metric_loss, gallery, loa
         loss.backward()
         optimizer.step()
         scheduler.step()
-        sums.update({k: float(v) for k, v in parts.items()})
+        for k, v in parts.items():  # kept on the device: a float() each step would sync it every step
+            sums[k] = sums[k] + v.detach() if k in sums else v.detach()
         groups.update(counts)
         steps += 1
-    stats = {f"train_{k}": v / max(1, steps) for k, v in sums.items()}
+        if job.poster is not None:
+            job.poster.step(epoch, steps, parts.get("loss", parts["metric_loss"]))
+    stats = {f"train_{k}": float(v) / max(1, steps) for k, v in sums.items()}
     stats.update({f"group_{g}": float(groups.get(g, 0)) for g in GROUPS if gallery is not None})
     stats["lr"] = scheduler.get_last_lr()[0]
     return _all_reduce_mean(stats, job) if job.world_size > 1 else stats
