@@ -9,8 +9,8 @@ batches) -> `train_loop.batch_loss` (student: RGB branch, metric loss, KD from a
 ranks against the `refresh_gallery` gallery), AdamW + the recipe's LR schedule. Same recipe, same
 seeds, so the same initial weights and the same batches; the printed losses of both sides must match.
 
-(a) plain: in this process, the model from `train_loop.build_model` (with ray.train.torch.prepare_model
-    as the identity, since there is no Ray Train session here).
+(a) plain: in this process, the model from `train_loop.build_model` (with `prepare=` the identity instead of
+    ray.train.torch.prepare_model, since there is no Ray Train session here).
 (b) ray: a Ray Train TorchTrainer, 1 worker, 1 CPU (the ScalingConfig `build_trainer` makes), whose
     worker runs `train_loop.build_model` (with the real prepare_model) and the same epochs.
 
@@ -42,7 +42,6 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from unittest import mock
 
 import common  # noqa: E402  (puts the repo on sys.path)
 
@@ -92,14 +91,14 @@ def make_job(config: dict, device):
     return job
 
 
-def build(job):
+def build(job, prepare=None):
     """train_loop.build_model under the recipe's seed (the same initial weights on both sides), and the job's loader."""
     from structvpr.platform.jobs import train_loop
     from structvpr.platform.jobs.data import training_loader
     from structvpr.platform.losses import MetricLoss
 
     torch.manual_seed(job.recipe.train.seed)
-    model, optimizer, scheduler = train_loop.build_model(job)
+    model, optimizer, scheduler = train_loop.build_model(job, prepare)
     loader = training_loader(job.recipe, job.rank, job.world_size)
     return model, optimizer, scheduler, MetricLoss(distributed=job.world_size > 1), loader
 
@@ -299,13 +298,11 @@ def main(argv=None):
     # (a) the plain side's set-up, timed the same way as the worker's (job, model, first epoch's first step).
     t_plain0 = time.time()
     job = make_job(config, torch.device("cpu"))
-    with mock.patch("ray.train.torch.prepare_model", lambda model: model):
-        plain = build(job)
+    plain = build(job, prepare=lambda model: model)
     t_plain_built = time.time()
     if not args.no_niced:
         job_c = make_job(config, torch.device("cpu"))
-        with mock.patch("ray.train.torch.prepare_model", lambda model: model):
-            niced_parts = build(job_c)
+        niced_parts = build(job_c, prepare=lambda model: model)
 
     # (b) Ray: init, then fit() in a thread; the worker runs its warm-up round at once.
     from structvpr.runtime import ensure_ray

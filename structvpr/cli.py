@@ -174,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def input_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input. Evaluated only when an exception propagates: model_source
+    imports torch, which would add seconds to every `structvpr --help`."""
+    from structvpr.platform.jobs.model_source import ModelSourceError
+
+    return DatasetError, ConfigError, ModelSourceError
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may come before or after options; argparse leaves those after as extras.
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (DatasetError, ConfigError) as exc:
+    except input_errors() as exc:  # bad input: a message, not a traceback
         print(f"structvpr: error: {exc}", file=sys.stderr)
         return 2
 

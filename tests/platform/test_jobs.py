@@ -117,3 +117,18 @@ def test_teacher_of_another_image_size_is_refused(teacher, tiny_city, tmp_path, 
     with pytest.raises(ModelSourceError, match="64x48.*80x60"):
         run_training("student", "configs/tiny/student.yaml",
                      overrides(other, workdir, f"teacher={teacher['checkpoint']}"), progress=False)
+
+
+def test_eval_command_names_a_model_it_cannot_load(shards, capsys):
+    from structvpr.cli import main
+
+    assert main(["eval", "--model", "/nonexistent/model", "--shards", str(shards)]) == 2
+    assert "model '/nonexistent/model' not found" in capsys.readouterr().err
+
+
+def test_use_gpu_on_a_cluster_without_gpus_is_refused(shards, workdir):
+    from structvpr.platform.jobs.ray_trainer import NoGpuError
+
+    with pytest.raises(NoGpuError, match="scaling.use_gpu=true but the Ray cluster has no GPU"):
+        run_training("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir, "scaling.use_gpu=true",
+                                                                       "run.name=gpu-refused"), progress=False)

@@ -23,13 +23,15 @@ from typing import BinaryIO, Iterable, Iterator
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
+from structvpr.datasets.records import DatasetError
+
 BLOCK = 512
 READ_BUFFER = 1 << 20
 SKIP_META = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta: its __xx__ members are not sample parts
 PLAIN_TYPES = (b"0", b"\0")  # regular files; anything else goes to tarfile
 
 
-class ShardReadError(RuntimeError):
+class ShardReadError(DatasetError):
     """A shard that cannot be read: names the file and what to do."""
 
 

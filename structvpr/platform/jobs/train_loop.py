@@ -122,7 +122,9 @@ def record_worker_nodes(job: Job) -> None:
         client(job.tracking_uri).set_tag(job.run_id, "structvpr.worker_nodes", ",".join(sorted(set(nodes))))
 
 
-def build_model(job: Job):
+def build_model(job: Job, prepare=None):
+    """Model, AdamW and LR schedule for the job; `prepare` wraps the model (default: Ray Train's prepare_model,
+    DDP and device placement inside a Ray Train session; benchmarks outside one pass a plain move to the device)."""
     r = job.recipe
     width, height = job.manifest["image_size"]
     categories = len(job.manifest["segmentation"]["class_map"]["categories"])
@@ -131,7 +133,7 @@ def build_model(job: Job):
                           pretrained=r.model.pretrained, num_classes=categories)
     if job.device.type == "cuda" and r.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)
+    model = (prepare or ray.train.torch.prepare_model)(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=r.train.lr, weight_decay=r.train.weight_decay)
     total = r.train.epochs * r.data.batches_per_epoch
     warmup = r.train.warmup_epochs * r.data.batches_per_epoch
