@@ -132,3 +132,47 @@ def test_use_gpu_on_a_cluster_without_gpus_is_refused(shards, workdir):
     with pytest.raises(NoGpuError, match="scaling.use_gpu=true but the Ray cluster has no GPU"):
         run_training("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir, "scaling.use_gpu=true",
                                                                        "run.name=gpu-refused"), progress=False)
+
+
+def test_a_training_epoch_under_bf16_autocast(shards, workdir):
+    """The AMP path (bf16 autocast) of train_epoch, run on the CPU: what a GPU job runs, less CUDA's kernels.
+
+    Job.amp is on only on CUDA; a Job whose amp is forced on lets the CPU check the dtypes of the
+    losses, the KD and the weighting under autocast.
+    """
+    import math
+
+    import torch
+
+    from structvpr.datasets.shards.manifest import load_manifest
+    from structvpr.platform.jobs import train_loop
+    from structvpr.platform.jobs.data import training_loader
+    from structvpr.platform.losses import MetricLoss
+    from structvpr.platform.models import create_branch
+
+    class AmpOnTheCpu(train_loop.Job):
+        amp = True
+
+    recipe = load_recipe("student", "configs/tiny/student.yaml",
+                         overrides(shards, workdir, "teacher=built-here", "kd.mode=weighted"))
+    torch.manual_seed(0)
+    teacher = create_branch("test_resnet", 8, "gem", 32, image_hw=(48, 64), num_classes=8).eval()
+    job = AmpOnTheCpu(recipe, 0, 1, torch.device("cpu"), load_manifest(shards), "", "", teacher=teacher)
+    model, optimizer, scheduler = train_loop.build_model(job, prepare=lambda m: m)
+    gallery = train_loop.refresh_gallery(job, model)
+    seen = []
+    real = train_loop.batch_loss
+
+    def recorded(*args):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(*args)
+
+    train_loop.batch_loss = recorded
+    try:
+        stats = train_loop.train_epoch(job, model, optimizer, scheduler, MetricLoss(), gallery,
+                                       training_loader(recipe, 0, 1))
+    finally:
+        train_loop.batch_loss = real
+    assert seen == [True, True] and all(math.isfinite(v) for v in stats.values()), stats
+    assert stats["train_kd"] > 0 and sum(stats[f"group_{g}"] for g in ("noisy", "teacher_right_student_wrong",
+                                                                       "both_right", "other")) == 2 * 4 * 2
