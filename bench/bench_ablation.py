@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_ablation.py                 # small city, 80x60 shards, configs/cpu recipes (~30-40 min)
     .venv/bin/python bench/bench_ablation.py --seeds 0,1     # each student recipe with two seeds
     .venv/bin/python bench/bench_ablation.py --quick         # tiny city, a few steps: checks the script runs
+    .venv/bin/python bench/bench_ablation.py --seg-model predicted --modes plain,weighted
+                                                             # shards with predicted segmentation (see below)
 
 One teacher (configs/cpu/teacher.yaml: resnet18 + GeM on the one-hot categories) is trained on the
 shards of the small synthetic city at 80x60 (ground-truth labels as segmentation), then the student
@@ -12,6 +14,11 @@ day database, positives within 25 m), overall and per condition, through the job
 (`run_training`, then `load_branch` + `evaluate_branch` as `structvpr eval` does). Runs go to
 bench/results/work/ablation/ (checkpoints, an sqlite MLflow store); a finished run is not retrained
 (the jobs' stable run names), so a second call only evaluates.
+
+--seg-model predicted first trains a segmentation model on the city (`seg train`'s code and
+default size, --seg-epochs epochs) and builds the shards with its predictions instead of the labels:
+the teacher then reads imperfect segmentation, as it would on real data, which is what gives the
+noisy group of the weighting something to hold.
 
 This is a quality check of the method, not a speed benchmark: it prints recall, not ratios.
 """
@@ -33,6 +40,10 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="0", help="comma list of student seeds")
     p.add_argument("--size", default="80x60", help="WxH of the shards")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--modes", default=",".join(MODES), help="comma list of kd.mode values for the students")
+    p.add_argument("--seg-model", default="gt", choices=["gt", "predicted"],
+                   help="segmentation in the shards: the labels (gt) or a model trained here (predicted)")
+    p.add_argument("--seg-epochs", type=int, default=4, help="epochs of the segmentation model (--seg-model predicted)")
     return p.parse_args(argv)
 
 
@@ -63,15 +74,19 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
     print(common.machine_line())
     city = common.city("tiny", (320, 240)) if args.quick else common.city("small")
-    shards = common.shards(city, size)
-    folder = common.WORK / ("ablation-quick" if args.quick else "ablation")
+    if args.seg_model == "predicted":
+        checkpoint = segmentation_model(city, args.seg_epochs)
+        shards = common.shards(city, size, seg_model=str(checkpoint), tag=f"pred{args.seg_epochs}")
+    else:
+        shards = common.shards(city, size)
+    folder = common.WORK / (("ablation-quick" if args.quick else "ablation") + ("-pred" if args.seg_model == "predicted" else ""))
     short = ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"] if args.quick else []
     print(f"city {city.name}, shards {shards.name}, runs under {folder}")
 
     teacher = train("teacher", shards, folder, short)
     results = {"teacher": test_recall(teacher["checkpoint"], shards)}
     for seed in seeds:
-        for mode in MODES:
+        for mode in args.modes.split(","):
             extra = [*short, f"kd.mode={mode}", f"train.seed={seed}"] + ([f"teacher={teacher['checkpoint']}"])
             student = train("student", shards, folder, extra)
             results[f"student kd={mode} seed={seed}"] = test_recall(student["checkpoint"], shards)
@@ -80,6 +95,18 @@ def main(argv=None):
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
     return results
+
+
+def segmentation_model(city, epochs: int):
+    """A `seg train` checkpoint for this city at seg train's default size (160x128), trained once and reused;
+    the shard builder resizes the 80x60 shard images to it and the predictions back."""
+    from structvpr.datasets.segmentation.train import train_segmentation
+
+    path = common.WORK / f"seg-trained-{city.name}-e{epochs}.pt"
+    if not path.is_file():
+        summary = train_segmentation(city, path, epochs=epochs, progress=True)
+        print(f"segmentation model: val mIoU {summary['val_miou']:.3f} after {epochs} epochs -> {path}", flush=True)
+    return path
 
 
 def print_results(results: dict) -> None:
