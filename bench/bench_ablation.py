@@ -31,6 +31,8 @@ import time
 
 import common  # noqa: E402  (puts the repo on sys.path)
 
+from structvpr.cli import parse_size
+
 MODES = ("none", "plain", "weighted")
 
 
@@ -70,7 +72,7 @@ def test_recall(checkpoint: str, shards) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    size = parse_size(args.size)
     seeds = [int(s) for s in args.seeds.split(",")]
     print(common.machine_line())
     city = common.city("tiny", (320, 240)) if args.quick else common.city("small")

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import common  # noqa: E402  (puts the repo on sys.path)
 
+from structvpr.cli import parse_size
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,18 +50,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _size(text: str) -> tuple[int, int]:
-    w, h = text.lower().split("x")
-    return int(w), int(h)
-
-
 # ---------------------------------------------------------------- child processes
 
 
 def speed_worker(args) -> None:
     """In a child: one local Ray, a warm-up build, then gt and model builds alternating; JSON out."""
     common.quiet_ray_logs()
-    size, rounds = _size(args.size), args.rounds
+    size, rounds = parse_size(args.size), args.rounds
     specs = {"gt": "gt", "model": args.seg}
     out_root = common.WORK / "build-bench"
     t0 = time.perf_counter()
@@ -85,7 +82,7 @@ def speed_worker(args) -> None:
 def build_worker(args) -> None:
     """In a child: one build with its own Ray (what the parent measures the memory of)."""
     common.quiet_ray_logs()
-    manifest = common.build(args.city, args.out, args.seg, _size(args.size), args.shard_images, args.workers)
+    manifest = common.build(args.city, args.out, args.seg, parse_size(args.size), args.shard_images, args.workers)
     Path(args.result).write_text(json.dumps({"images": manifest["totals"]["images"],
                                              "shards": manifest["totals"]["shards"]}))
 
@@ -174,7 +171,7 @@ def memory(args, small_city: Path, big_city: Path, ckpt: Path, segs: list[str]) 
 
 def _city(spec: str) -> Path:
     preset, _, size = spec.partition("@")
-    return common.city(preset, _size(size) if size else None)
+    return common.city(preset, parse_size(size) if size else None)
 
 
 def main(argv=None):
@@ -186,7 +183,7 @@ def main(argv=None):
     rounds = args.rounds or (2 if args.quick else 3)
     segs = (args.mem_seg or ("gt" if args.quick else "gt,model")).split(",")
     print(common.machine_line())
-    ckpt = common.seg_checkpoint(_size(args.size))
+    ckpt = common.seg_checkpoint(parse_size(args.size))
     if args.skip != "speed":
         speed(args, common.city("tiny", (320, 240)) if args.quick else common.city("small"), ckpt, rounds)
     if args.skip != "memory":

@@ -30,6 +30,7 @@ import common  # noqa: E402  (puts the repo on sys.path)
 import numpy as np
 import torch
 
+from structvpr.cli import parse_size
 from structvpr.datasets.class_maps import NUM_CATEGORIES
 from structvpr.datasets.images import load_rgb
 from structvpr.datasets.segmentation.predictor import SegmentationPredictor
@@ -89,7 +90,7 @@ def teacher_path(predictor, teacher, images: list[np.ndarray], batch: int, sink:
 def main(argv=None):
     args = parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 3)
-    sizes = [tuple(int(v) for v in s.lower().split("x"))
+    sizes = [parse_size(s)
              for s in (args.sizes or ("160x120" if args.quick else "160x120,320x240")).split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     threads = [int(t) for t in args.threads.split(",")]

@@ -46,6 +46,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from structvpr.cli import parse_size
 from structvpr.datasets.images import decode_ids, decode_rgb
 from structvpr.datasets.shards.manifest import load_manifest
 from structvpr.datasets.shards.reader import PlaceBatchConfig, eval_samples, place_stream, train_urls
@@ -250,7 +251,7 @@ def main(argv=None):
     args = parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 7)
     epochs = args.epochs or (3 if args.quick else 1)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    size = parse_size(args.size)
     print(common.machine_line())
     common.limit_threads(1)
     city = common.city("tiny", (320, 240)) if args.quick else common.city("small")

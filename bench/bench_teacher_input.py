@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from structvpr.cli import parse_size
 from structvpr.datasets.images import decode_rgb
 from structvpr.datasets.shards.reader import (
     PlaceBatchConfig, _worker_id, place_batches, place_label, train_urls,
@@ -114,7 +115,7 @@ def main(argv=None):
     args = parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     batches = args.batches or (6 if args.quick else 20)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    size = parse_size(args.size)
     print(common.machine_line())
     common.limit_threads(1)
     print(f"torch threads: {torch.get_num_threads()}")

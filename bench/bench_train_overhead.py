@@ -47,6 +47,7 @@ import common  # noqa: E402  (puts the repo on sys.path)
 
 import torch
 
+from structvpr.cli import parse_size
 from structvpr.config import from_dict
 from structvpr.platform.recipe import Recipe
 
@@ -280,7 +281,7 @@ def main(argv=None):
     args = parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 4)
     steps = args.steps or (4 if args.quick else 6)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    size = parse_size(args.size)
     print(common.machine_line())
     common.quiet_ray_logs()
     common.limit_threads(1)

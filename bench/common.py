@@ -337,5 +337,7 @@ if __name__ == "__main__":  # python bench/common.py build CITY OUT SEG WxH SHAR
     if len(sys.argv) != 7 or sys.argv[1] != "build":
         sys.exit("usage: python bench/common.py build CITY OUT SEG WxH SHARD_IMAGES")
     quiet_ray_logs()
+    from structvpr.cli import parse_size
+
     _, _, city_arg, out_arg, seg_arg, size_arg, n_arg = sys.argv
-    build(city_arg, out_arg, seg_arg, tuple(int(v) for v in size_arg.split("x")), int(n_arg))
+    build(city_arg, out_arg, seg_arg, parse_size(size_arg), int(n_arg))

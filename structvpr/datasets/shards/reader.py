@@ -6,7 +6,7 @@ rank, so every rank gets the same number of batches per epoch even when shards
 are uneven: plain splitting left one DDP rank without batches and hung the
 others (see PLATFORM-NOTES).
 
-`place_batches` is one pipeline (one epoch with `with_epoch`); `PlaceStream` is
+`place_batches` is one pipeline (one epoch with `with_epoch`); `place_stream` is
 what the training jobs use: one endless resampled pipeline cut into epochs, so
 that the shuffle buffer is not refilled (and its samples thrown away) at every
 epoch's end.
@@ -31,6 +31,10 @@ from structvpr.datasets.shards.manifest import shard_paths
 from structvpr.datasets.shards.tar_reader import read_tar_samples, tar_samples
 
 
+MEMBER_SUFFIX = {"rgb": "jpg", "seg": "seg.png"}
+DECODERS = {"rgb": decode_rgb, "seg": decode_ids}
+
+
 @dataclass
 class PlaceBatchConfig:
     places_per_batch: int = 32  # P
@@ -42,9 +46,8 @@ class PlaceBatchConfig:
     members: tuple[str, ...] = ("rgb", "seg")  # which images to decode: a teacher needs only "seg"
 
     def __post_init__(self):
-        unknown = set(self.members) - {"rgb", "seg"} or (set() if self.members else {"(none)"})
-        if unknown:
-            raise ValueError(f"PlaceBatchConfig.members: {sorted(unknown)} unknown; give 'rgb', 'seg' or both")
+        if not self.members or not set(self.members) <= set(MEMBER_SUFFIX):
+            raise ValueError(f"PlaceBatchConfig.members: {self.members!r}; give 'rgb', 'seg' or both")
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -75,10 +78,6 @@ def place_label(key: str) -> int:
     return int(key.rsplit("_", 1)[1])
 
 
-MEMBER_SUFFIX = {"rgb": "jpg", "seg": "seg.png"}
-DECODERS = {"rgb": decode_rgb, "seg": decode_ids}
-
-
 def decode_place(sample: dict, views: int, rng: random.Random, members: tuple[str, ...] = ("rgb", "seg")) -> dict:
     """K views of one place: a random K of the stored views, repeating views where fewer are stored."""
     meta = json.loads(sample["json"])
@@ -95,7 +94,7 @@ def collate_places(samples: list[dict]) -> dict:
 
     Only the members the samples were decoded with are in the batch.
     """
-    batch = {m: _stack_views([s[m] for s in samples]) for m in ("rgb", "seg") if m in samples[0]}
+    batch = {m: _stack_views([s[m] for s in samples]) for m in MEMBER_SUFFIX if m in samples[0]}
     if "rgb" in batch:
         # RGB as a channels-first view (no second copy): the model's preprocessing converts to float anyway.
         batch["rgb"] = batch["rgb"].permute(0, 1, 4, 2, 3)

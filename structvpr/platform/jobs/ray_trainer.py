@@ -70,10 +70,9 @@ def check_gpus(recipe: Recipe) -> None:
 
 
 def fit(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress: bool = True):
+    """Run the trainer on the Ray that run_training joined (ensure_ray), drawing the driver's progress bar."""
     from structvpr.platform.jobs.progress import DriverProgress, progress_path
-    from structvpr.runtime import ensure_ray
 
-    ensure_ray()
     path = progress_path(recipe.run.storage_path, name)
     with DriverProgress(path, recipe.train.epochs, recipe.data.batches_per_epoch, f"{recipe.kind} {name}", progress):
         return build_trainer(recipe, name, run_id, tracking_uri, str(path) if progress else None).fit()
