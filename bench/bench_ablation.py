@@ -61,8 +61,8 @@ def train(kind: str, shards, folder, extra: list[str]) -> dict:
 
 
 def test_recall(checkpoint: str, shards) -> dict:
-    from structvpr.platform.jobs.evaluate import evaluate_branch
-    from structvpr.platform.jobs.model_source import load_branch
+    from structvpr.platform.evaluation.evaluate import evaluate_branch
+    from structvpr.platform.store.references import load_branch
 
     model, _ = load_branch(checkpoint, "cpu")
     report, _, _ = evaluate_branch(model, str(shards), "test", "cpu")

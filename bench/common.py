@@ -166,7 +166,8 @@ def seg_checkpoint(image_size: tuple[int, int]) -> Path:
     import torch
 
     from structvpr.datasets.segmentation.checkpoint import SegCheckpoint, save_checkpoint
-    from structvpr.datasets.segmentation.model import DEFAULT_ARCH, DEFAULT_ENCODER, build_model
+    from structvpr.datasets.segmentation.model import build_model
+    from structvpr.datasets.segmentation.train_config import DEFAULT_ARCH, DEFAULT_ENCODER
     from structvpr.datasets.class_maps import NUM_CATEGORIES
 
     path = WORK / f"seg-{DEFAULT_ARCH}-{DEFAULT_ENCODER}-{image_size[0]}x{image_size[1]}.pt"

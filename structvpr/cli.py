@@ -29,6 +29,7 @@ def cmd_data_synth(args) -> int:
 
 def cmd_data_shards(args) -> int:
     from structvpr.datasets.shards.build import BuildOptions, build_shards
+    from structvpr.datasets.shards.manifest import print_build_summary
 
     opts = BuildOptions(
         seg_model=args.seg_model, image_size=args.size, images_per_place=args.images_per_place,
@@ -38,18 +39,6 @@ def cmd_data_shards(args) -> int:
     manifest = build_shards(args.format, args.root, args.out, opts)
     print_build_summary(manifest, args.out)
     return 0
-
-
-def print_build_summary(manifest: dict, out: str) -> None:
-    totals = manifest["totals"]
-    print(f"wrote {totals['shards']} shards, {totals['samples']} samples, {totals['images']} images, "
-          f"{totals['bytes'] / 1e6:.1f} MB to {out}")
-    for split, kinds in manifest["splits"].items():
-        for kind, t in kinds.items():
-            print(f"  {split}/{kind}: {t['samples']} samples, {t['images']} images in {t['shards']} shard(s)")
-    skipped = manifest["skipped"]
-    if skipped["count"]:
-        print(f"skipped {skipped['count']} input(s): {skipped['by_kind']} (every one with its reason in {out}/{skipped['file']})")
 
 
 def cmd_data_verify(args) -> int:
@@ -65,10 +54,14 @@ def cmd_data_verify(args) -> int:
 
 def cmd_seg_train(args) -> int:
     from structvpr.datasets.segmentation.train import train_segmentation
+    from structvpr.datasets.segmentation.train_config import SegTrainConfig
 
-    metrics = train_segmentation(args.data, args.out, epochs=args.epochs, image_size=args.size,
-                                 batch_size=args.batch_size, arch=args.arch, encoder=args.encoder,
-                                 lr=args.lr, seed=args.seed, progress=not args.quiet, max_steps=args.max_steps)
+    try:
+        config = SegTrainConfig(epochs=args.epochs, image_size=args.size, batch_size=args.batch_size, arch=args.arch,
+                                encoder=args.encoder, lr=args.lr, seed=args.seed, max_steps=args.max_steps)
+    except ValueError as exc:
+        raise ConfigError(f"seg train: {exc}") from None
+    metrics = train_segmentation(args.data, args.out, config, progress=not args.quiet)
     print(json.dumps(metrics, indent=1))
     return 0
 
@@ -85,7 +78,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from structvpr.platform.jobs.eval_command import run_eval
+    from structvpr.platform.evaluation.command import run_eval
 
     return run_eval(args.model, args.shards, split=args.split, radius_m=args.radius, out=args.out,
                     progress=not args.quiet)
@@ -144,18 +137,22 @@ def add_data_commands(sub) -> None:
 
 
 def add_seg_commands(sub) -> None:
+    from structvpr.datasets.segmentation.train_config import SegTrainConfig
+
     seg = sub.add_parser("seg", help="segmentation models").add_subparsers(dest="seg_cmd", required=True)
     train = seg.add_parser("train", help="train a segmentation-models-pytorch model on labelled images")
     train.add_argument("--data", required=True, help="VG tree with labels/ beside images/, or a Cityscapes root")
     train.add_argument("--out", required=True, help="checkpoint file to write")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--size", type=parse_size, default=(160, 120), help="training size WxH (default 160x120)")
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--arch", default="FPN")
-    train.add_argument("--encoder", default="resnet18")
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--max-steps", type=int, default=None)
+    d = SegTrainConfig()  # the one set of defaults
+    train.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    train.add_argument("--size", type=parse_size, default=d.image_size,
+                       help=f"training size WxH (default {d.image_size[0]}x{d.image_size[1]})")
+    train.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    train.add_argument("--arch", default=d.arch, help=f"smp architecture (default {d.arch})")
+    train.add_argument("--encoder", default=d.encoder, help=f"default {d.encoder}")
+    train.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
+    train.add_argument("--seed", type=int, default=d.seed)
+    train.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many steps")
     train.set_defaults(func=cmd_seg_train)
 
 
@@ -175,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def input_errors() -> tuple[type[Exception], ...]:
-    """The exceptions that mean bad input. Evaluated only when an exception propagates: model_source
+    """The exceptions that mean bad input. Evaluated only when an exception propagates: store.references
     imports torch, which would add seconds to every `structvpr --help`."""
-    from structvpr.platform.jobs.model_source import ModelSourceError
+    from structvpr.platform.store.references import ModelSourceError
 
     return DatasetError, ConfigError, ModelSourceError
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tiny"  # the recipes shipped beside the package
 
-# Small enough for a 2-core laptop in a few minutes, large enough that the models learn something.
-DEMO_SEG = {"epochs": 4, "image_size": (160, 120), "batch_size": 16}
-TINY_SEG = {"epochs": 1, "image_size": (80, 60), "batch_size": 16}  # the tiny preset is for tests
+# Segmentation: `seg train`'s defaults (SegTrainConfig) with fewer epochs, so that a 2-core laptop is done in
+# minutes and the model still learns something; the tiny preset is for tests.
+DEMO_SEG = {"epochs": 4}
+TINY_SEG = {"epochs": 1, "image_size": (80, 60)}
 TINY_TRAIN = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4", "data.views_per_place=2",
               "data.batches_per_epoch=2", "train.epochs=1"]
 DEMO_SHARDS = {"image_size": (160, 120), "images_per_place": 4, "shard_images": 500}
@@ -24,6 +25,7 @@ def step(title: str):
 def run_demo(workdir: str | Path, preset: str = "small", seed: int = 0, progress: bool = True) -> int:
     from structvpr.datasets.segmentation.train import train_segmentation
     from structvpr.datasets.shards.build import BuildOptions, build_shards
+    from structvpr.datasets.shards.manifest import print_build_summary
     from structvpr.datasets.shards.verify import verify_shards
     from structvpr.datasets.synth import generate_city
 
@@ -48,8 +50,6 @@ def run_demo(workdir: str | Path, preset: str = "small", seed: int = 0, progress
     t = step(f"3/7 WebDataset shards with predicted segmentation -> {shards}")
     opts = BuildOptions(seg_model=str(ckpt), progress=progress, **DEMO_SHARDS)
     manifest = build_shards("vg", city, shards, opts)
-    from structvpr.cli import print_build_summary
-
     print_build_summary(manifest, str(shards))
     print(f"   {time.perf_counter() - t:.0f} s")
 
@@ -66,7 +66,7 @@ def run_demo(workdir: str | Path, preset: str = "small", seed: int = 0, progress
 
 def train_and_evaluate(work: Path, shards: Path, preset: str) -> int:
     """Teacher, then the weighted-KD student distilled from it, then the student on the test split."""
-    from structvpr.platform.jobs.eval_command import run_eval
+    from structvpr.platform.evaluation.command import run_eval
     from structvpr.platform.jobs.launcher import run_training
 
     common = [f"data.shards={shards}", f"run.storage_path={work / 'runs'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",

@@ -1,1 +1,1 @@
-"""Models, losses, weighting, Ray Train jobs, evaluation and tracking (see the training issue)."""
+"""Training: models, losses and weighting, evaluation, the model store, and the Ray Train jobs (ARCHITECTURE.md)."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from structvpr.platform.weighting import WeightingConfig
+from structvpr.platform.losses.kd import KD_FUNCTIONS
+from structvpr.platform.losses.student_loss import KD_MODES, kd_mode
+from structvpr.platform.losses.weighting import WeightingConfig
 
 
 @dataclass
@@ -96,15 +98,20 @@ class RunSection:
 
 @dataclass
 class KDSection:
-    mode: Literal["none", "plain", "weighted"] = "weighted"
-    """none: RGB only; plain: unweighted KD; weighted: StructVPR weighting (public key: kd.mode)."""
-    loss: Literal["kl", "mse"] = "kl"
-    """kl: similarity-distribution KL; mse: descriptor MSE."""
+    mode: str = "weighted"
+    """none: RGB only; plain: unweighted KD; weighted: StructVPR weighting (public key: kd.mode; losses/student_loss.py)."""
+    loss: str = "kl"
+    """kl: similarity-distribution KL; mse: descriptor MSE (losses/kd.py)."""
     lam: float = 1.0
     """Lambda: weight of the KD term."""
     tau: float = 0.1
     """Temperature of the similarity distributions."""
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
+
+    def __post_init__(self):
+        kd_mode(self.mode)
+        if self.loss not in KD_FUNCTIONS:
+            raise ValueError(f"kd.loss must be one of {', '.join(KD_FUNCTIONS)}, got {self.loss!r}")
 
 
 @dataclass
@@ -142,5 +149,5 @@ class Recipe:
     def __post_init__(self):
         if not self.data.shards:
             raise ValueError("data.shards is required: the folder written by `structvpr data shards`")
-        if self.kind == "student" and self.kd.mode != "none" and not self.teacher:
+        if self.kind == "student" and KD_MODES[self.kd.mode].uses_teacher and not self.teacher:
             raise ValueError(f"a student with kd.mode={self.kd.mode} needs `teacher` (checkpoint, runs:/ or models:/)")

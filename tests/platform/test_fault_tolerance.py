@@ -9,8 +9,8 @@ import time
 
 from structvpr.datasets.shards.build import BuildOptions, build_shards
 from structvpr.platform.jobs.launcher import run_training
-from structvpr.platform.jobs.state import load_state
-from structvpr.platform.tracking import client
+from structvpr.platform.store.checkpoint import load_state
+from structvpr.platform.store.tracking import client
 
 
 def train_worker_pid(gcs_address: str) -> int | None:

@@ -10,9 +10,9 @@ from structvpr.config import ConfigError
 from structvpr.datasets.records import DatasetError
 from structvpr.datasets.shards.build import BuildOptions, build_shards
 from structvpr.platform.jobs.launcher import load_recipe, run_training
-from structvpr.platform.jobs.model_source import ModelSourceError
-from structvpr.platform.jobs.state import load_state
-from structvpr.platform.tracking import client
+from structvpr.platform.store.references import ModelSourceError
+from structvpr.platform.store.checkpoint import load_state
+from structvpr.platform.store.tracking import client
 
 TINY = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4", "data.views_per_place=2",
         "data.batches_per_epoch=2", "train.epochs=2"]
@@ -83,7 +83,7 @@ def test_student_job_from_a_teacher_in_mlflow(teacher, shards, workdir, mode, re
 
 
 def test_eval_command_on_a_checkpoint(teacher, shards, tmp_path, capsys):
-    from structvpr.platform.jobs.eval_command import run_eval
+    from structvpr.platform.evaluation.command import run_eval
 
     assert run_eval(teacher["checkpoint"], str(shards), split="test", out=str(tmp_path / "eval"), progress=False) == 0
     printed = capsys.readouterr().out
@@ -144,9 +144,10 @@ def test_a_training_epoch_under_bf16_autocast(shards, workdir):
 
     import torch
 
-    from structvpr.datasets.shards.manifest import load_manifest
+    from structvpr.datasets.shards.manifest import Manifest
     from structvpr.platform.jobs import train_loop
     from structvpr.platform.jobs.data import training_loader
+    from structvpr.platform.jobs.job_kind import job_kind
     from structvpr.platform.losses import MetricLoss
     from structvpr.platform.models import create_branch
 
@@ -157,7 +158,7 @@ def test_a_training_epoch_under_bf16_autocast(shards, workdir):
                          overrides(shards, workdir, "teacher=built-here", "kd.mode=weighted"))
     torch.manual_seed(0)
     teacher = create_branch("test_resnet", 8, "gem", 32, image_hw=(48, 64), num_classes=8).eval()
-    job = AmpOnTheCpu(recipe, 0, 1, torch.device("cpu"), load_manifest(shards), "", "", teacher=teacher)
+    job = AmpOnTheCpu(recipe, job_kind(recipe), 0, 1, torch.device("cpu"), Manifest.load(shards), "", "", teacher=teacher)
     model, optimizer, scheduler = train_loop.build_model(job, prepare=lambda m: m)
     gallery = train_loop.refresh_gallery(job, model)
     seen = []

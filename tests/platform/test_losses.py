@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from structvpr.platform.losses import MetricLoss, kd_mse, kd_per_sample, kd_similarity_kl
-from structvpr.platform.student_loss import student_loss
+from structvpr.platform.losses.student_loss import student_loss
 
 
 def _toy_batch(places: int = 8, views: int = 4, dim: int = 16, noise: float = 1.0, seed: int = 0):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from structvpr.platform.weighting import (
+from structvpr.platform.losses.weighting import (
     WeightingConfig,
     gallery_weights,
     rank_of_true_positive,

@@ -1,31 +1,15 @@
 """Format readers: each turns one public dataset layout into ImageRecords, one split at a time.
 
 A reader is an object with a `name`, `splits(root)` (the splits present) and
-`read(root, split) -> Listing`. Readers register themselves in FORMATS.
+`read(root, split) -> Listing`. Readers register themselves in `registry.FORMATS`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
+from structvpr.datasets.formats.registry import FORMATS, FormatReader
 from structvpr.datasets.records import DatasetError, Listing
-
-
-class FormatReader(Protocol):
-    name: str
-
-    def splits(self, root: Path) -> list[str]: ...
-
-    def read(self, root: Path, split: str) -> Listing: ...
-
-
-FORMATS: dict[str, FormatReader] = {}
-
-
-def register(reader: FormatReader) -> FormatReader:
-    FORMATS[reader.name] = reader
-    return reader
 
 
 def get_format(name: str) -> FormatReader:

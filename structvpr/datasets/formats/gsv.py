@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from structvpr.datasets.formats import register
+from structvpr.datasets.formats.registry import register
 from structvpr.datasets.formats._common import absolute, collect, finite_utm, latlons_to_utm, read_csv
 from structvpr.datasets.records import DatasetError, ImageRecord, Listing, Skip
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from structvpr.datasets.formats import register
+from structvpr.datasets.formats.registry import register
 from structvpr.datasets.formats._common import (
     absolute,
     collect,

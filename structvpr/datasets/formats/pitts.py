@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from structvpr.datasets.formats import register
+from structvpr.datasets.formats.registry import register
 from structvpr.datasets.formats._common import absolute, collect, finite_utm
 from structvpr.datasets.records import SPLITS, DatasetError, ImageRecord, Listing, Skip
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from structvpr.datasets.formats import register
+from structvpr.datasets.formats.registry import register
 from structvpr.datasets.formats._common import absolute, collect, finite_utm, require_images
 from structvpr.datasets.records import SPLITS, ImageRecord, Listing, Skip
 from structvpr.datasets.vg_names import parse_vg_name

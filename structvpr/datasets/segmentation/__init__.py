@@ -9,8 +9,9 @@ import importlib
 
 _EXPORTS = {
     "build_model": "model",
-    "DEFAULT_ARCH": "model",
-    "DEFAULT_ENCODER": "model",
+    "DEFAULT_ARCH": "train_config",
+    "DEFAULT_ENCODER": "train_config",
+    "SegTrainConfig": "train_config",
     "SegCheckpoint": "checkpoint",
     "CheckpointError": "checkpoint",
     "save_checkpoint": "checkpoint",

@@ -7,11 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from structvpr.datasets.class_maps import NUM_CATEGORIES
+from structvpr.datasets.segmentation.train_config import DEFAULT_ARCH, DEFAULT_ENCODER
 
 # FPN + resnet18 trains about 1.7x faster than Unet + resnet18 on a 2-core CPU at the same
 # resolution; its 1/4-resolution head is fine for the coarse category maps the teacher reads.
-DEFAULT_ARCH = "FPN"
-DEFAULT_ENCODER = "resnet18"
 # Encoders are trained from scratch or loaded from our checkpoints: ImageNet statistics are
 # kept as the input normalisation so that users can switch to pretrained encoders unchanged.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,9 @@ from structvpr.datasets.segmentation.labelled_data import (
     LabelledPair, LabelledSet, labelled_splits, list_labelled, read_pair,
 )
 from structvpr.datasets.segmentation.model import (
-    DEFAULT_ARCH, DEFAULT_ENCODER, IMAGENET_MEAN, IMAGENET_STD, build_model, input_multiple, normalise,
-    pad_to_multiple,
+    IMAGENET_MEAN, IMAGENET_STD, build_model, input_multiple, normalise, pad_to_multiple,
 )
+from structvpr.datasets.segmentation.train_config import SegTrainConfig
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_S = 300
@@ -76,27 +77,16 @@ def segmentation_scores(preds: list[np.ndarray], labels: list[np.ndarray]) -> di
     return scores(cm)
 
 
-def train_segmentation(
-    data: str | Path,
-    out: str | Path,
-    epochs: int = 20,
-    image_size: tuple[int, int] = (160, 128),
-    batch_size: int = 8,
-    arch: str = DEFAULT_ARCH,
-    encoder: str = DEFAULT_ENCODER,
-    lr: float = 1e-3,
-    seed: int = 0,
-    progress: bool = True,
-    max_steps: int | None = None,
-    device: str | None = None,
-    num_workers: int | None = None,
-) -> dict:
-    """Train from scratch on DATA's train split, score on its val split if any, save a checkpoint to OUT."""
-    if min(epochs, batch_size, max_steps or 1, *image_size) < 1 or len(image_size) != 2:
-        raise ValueError(
-            f"epochs, batch_size, max_steps and image_size (W, H) must be positive, "
-            f"got {epochs}, {batch_size}, {max_steps}, {image_size}"
-        )
+def train_segmentation(data: str | Path, out: str | Path, config: SegTrainConfig | None = None, *,
+                       progress: bool = True, device: str | None = None, num_workers: int | None = None,
+                       **settings) -> dict:
+    """Train from scratch on DATA's train split, score on its val split if any, save a checkpoint to OUT.
+
+    `settings` override fields of `config` (default `SegTrainConfig()`), e.g. `epochs=4`.
+    """
+    cfg = replace(config or SegTrainConfig(), **settings)
+    epochs, image_size, batch_size, lr, seed = cfg.epochs, cfg.image_size, cfg.batch_size, cfg.lr, cfg.seed
+    arch, encoder, max_steps = cfg.arch, cfg.encoder, cfg.max_steps
     data, out = Path(data), Path(out)
     torch.manual_seed(seed)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -6,7 +6,8 @@ import hashlib
 import json
 import time
 from collections import Counter
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from structvpr import __version__
 from structvpr.datasets.records import DatasetError
@@ -68,26 +69,108 @@ def _write_sizes(out_dir: Path, shards: list[dict]) -> None:
 
 
 def load_manifest(shard_dir: str | Path) -> dict:
-    path = Path(shard_dir) / MANIFEST
-    if not path.is_file():
-        raise DatasetError(f"no {MANIFEST} in {shard_dir}: not a shard folder; build one with `structvpr data shards`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path} is not valid JSON ({exc}); rebuild the shards") from None
+    """The manifest as written, for the data tools; the training half reads `Manifest` instead."""
+    return Manifest.load(shard_dir).data
 
 
 def manifest_hash(shard_dir: str | Path) -> str:
     """Identifies a shard set (used to tag models with the data they were evaluated on)."""
-    return hashlib.sha256((Path(shard_dir) / MANIFEST).read_bytes()).hexdigest()
+    return Manifest.load(shard_dir).hash
 
 
 def shard_paths(shard_dir: str | Path, split: str, kind: str) -> list[str]:
     """Absolute paths of the non-empty shards of one split and kind, in order."""
-    manifest = load_manifest(shard_dir)
-    paths = [str(Path(shard_dir) / s["path"]) for s in manifest["shards"]
-             if s["path"].startswith(f"{split}/{kind}-") and s["samples"] > 0]
-    if not paths:
-        present = sorted({s["path"].rsplit("-", 1)[0] for s in manifest["shards"]})
-        raise DatasetError(f"no {split}/{kind} shards in {shard_dir}; present: {present}")
-    return paths
+    return Manifest.load(shard_dir).shard_paths(split, kind)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A shard folder's manifest, read and checked once: the contract between the data and training halves."""
+
+    folder: Path
+    data: dict
+    hash: str
+    """sha256 of manifest.json: identifies the shard set (models are tagged with it)."""
+
+    @classmethod
+    def load(cls, shard_dir: str | Path) -> "Manifest":
+        path = Path(shard_dir) / MANIFEST
+        if not path.is_file():
+            raise DatasetError(f"no {MANIFEST} in {shard_dir}: not a shard folder; build one with `structvpr data shards`")
+        raw = path.read_bytes()
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{path} is not valid JSON ({exc}); rebuild the shards") from None
+        manifest = cls(Path(shard_dir), data, hashlib.sha256(raw).hexdigest())
+        manifest._check(path)
+        return manifest
+
+    def _check(self, path: Path) -> None:
+        """The keys the platform reads, with their types: a clear message instead of a KeyError mid-job."""
+        problem = _manifest_problem(self.data)
+        if problem:
+            raise DatasetError(f"{path}: {problem}; rebuild the shards with `structvpr data shards`")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of every stored image and segmentation map."""
+        width, height = self.data["image_size"]
+        return int(width), int(height)
+
+    @property
+    def categories(self) -> dict:
+        """Structural category id (as a string) -> name, void (0) included."""
+        return self.data["segmentation"]["class_map"]["categories"]
+
+    @property
+    def num_categories(self) -> int:
+        return len(self.categories)
+
+    def shard_paths(self, split: str, kind: str) -> list[str]:
+        """Absolute paths of the non-empty shards of one split and kind, in order."""
+        paths = [str(self.folder / s["path"]) for s in self.data["shards"]
+                 if s["path"].startswith(f"{split}/{kind}-") and s["samples"] > 0]
+        if not paths:
+            present = sorted({s["path"].rsplit("-", 1)[0] for s in self.data["shards"]})
+            raise DatasetError(f"no {split}/{kind} shards in {self.folder}; present: {present}")
+        return paths
+
+
+def _manifest_problem(data) -> str | None:
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    size = data.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        return f"image_size must be [width, height] in pixels, got {size!r}"
+    segmentation = data.get("segmentation")
+    class_map = segmentation.get("class_map") if isinstance(segmentation, dict) else None
+    categories = class_map.get("categories") if isinstance(class_map, dict) else None
+    if not isinstance(categories, dict) or not categories:
+        return "segmentation.class_map.categories is missing or empty"
+    shards = data.get("shards")
+    if not isinstance(shards, list) or not all(isinstance(s, dict) and isinstance(s.get("path"), str)
+                                               and isinstance(s.get("samples"), int) for s in shards):
+        return "shards must be a list of {path, samples, ...} entries"
+    outside = [s["path"] for s in shards if not _stays_inside(s["path"])]
+    if outside:
+        return f"shard path {outside[0]!r} leaves the shard folder (absolute or with '..')"
+    return None
+
+
+def _stays_inside(relative: str) -> bool:
+    path = PurePosixPath(relative)
+    return not path.is_absolute() and ".." not in path.parts and "\\" not in relative
+
+
+def print_build_summary(manifest: dict, out: str) -> None:
+    """What a build wrote, per split and kind, and what it skipped (printed by `data shards` and the demo)."""
+    totals = manifest["totals"]
+    print(f"wrote {totals['shards']} shards, {totals['samples']} samples, {totals['images']} images, "
+          f"{totals['bytes'] / 1e6:.1f} MB to {out}")
+    for split, kinds in manifest["splits"].items():
+        for kind, t in kinds.items():
+            print(f"  {split}/{kind}: {t['samples']} samples, {t['images']} images in {t['shards']} shard(s)")
+    skipped = manifest["skipped"]
+    if skipped["count"]:
+        print(f"skipped {skipped['count']} input(s): {skipped['by_kind']} (every one with its reason in {out}/{skipped['file']})")

@@ -3,8 +3,8 @@
 Training reads place samples as P places x K views batches, split by rank and
 by DataLoader worker. Resampled mode (the default) draws shards at random per
 rank, so every rank gets the same number of batches per epoch even when shards
-are uneven: plain splitting left one DDP rank without batches and hung the
-others (see PLATFORM-NOTES).
+are uneven: with webdataset 1.0.2 and Ray 2.60, plain `split_by_node` over uneven shards left one
+DDP rank without batches while the others waited for it in a collective, and the job hung.
 
 `place_batches` is one pipeline (one epoch with `with_epoch`); `place_stream` is
 what the training jobs use: one endless resampled pipeline cut into epochs, so

@@ -1,22 +1,17 @@
-"""After training: evaluate the best checkpoint, log plots, recipe and model to MLflow, register a new version."""
+"""After training (driver): evaluate the best checkpoint, log plots and recipe, hand the model to the store."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from structvpr.config import dump_yaml
-from structvpr.datasets.shards.manifest import manifest_hash
-from structvpr.platform.jobs.evaluate import evaluate_branch, write_eval_artifacts
-from structvpr.platform.jobs.state import branch_from_state, load_state
+from structvpr.datasets.shards.manifest import Manifest
+from structvpr.platform.evaluation.evaluate import evaluate_branch, write_eval_artifacts
 from structvpr.platform.recipe import Recipe
-from structvpr.platform.tracking import finish_run, log_metrics
-
-REGISTERED_NAMES = {"teacher": "structvpr-teacher", "student": "structvpr-student"}
-PIP_REQUIREMENTS = ["torch==2.14.1", "timm==1.0.31"]
+from structvpr.platform.store.checkpoint import branch_from_state, load_state
+from structvpr.platform.store.logged_model import log_model
+from structvpr.platform.store.tracking import finish_run, log_metrics
 
 
 def best_checkpoint_path(result) -> str:
@@ -30,7 +25,7 @@ def best_checkpoint_path(result) -> str:
     return result.checkpoint.path
 
 
-def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manifest: dict, progress: bool = True) -> dict:
+def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manifest: Manifest, progress: bool = True) -> dict:
     import mlflow
 
     ckpt = best_checkpoint_path(result)
@@ -44,8 +39,8 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
         log_artifacts(recipe, report, len(queries.keys))
-        version = log_model(recipe, model, manifest)
-        mlflow.set_tags({"structvpr.eval_manifest": manifest_hash(recipe.data.shards), "structvpr.checkpoint": ckpt})
+        version = log_model(model, manifest.image_size, recipe.kind if recipe.tracking.register else None)
+        mlflow.set_tags({"structvpr.eval_manifest": manifest.hash, "structvpr.checkpoint": ckpt})
     finish_run(uri, run_id)
     summary = {"run_name": name, "mlflow_run_id": run_id, "checkpoint": ckpt, "epochs": state["epoch"],
                "metrics": metrics, "recall": report.recall, "registered_model": version}
@@ -61,19 +56,3 @@ def log_artifacts(recipe: Recipe, report, num_queries: int) -> None:
         (folder / "recipe.yaml").write_text(dump_yaml(recipe))
         write_eval_artifacts(folder, report, recipe.data.shards, recipe.eval.split, num_queries)
         mlflow.log_artifacts(str(folder))
-
-
-def log_model(recipe: Recipe, model, manifest: dict):
-    """The pytorch flavour, pickled so it loads at any input size (pt2 export fixes the shape)."""
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
-    width, height = manifest["image_size"]
-    channels = model.spec["in_chans"]
-    example = np.zeros((1, channels, height, width), dtype=np.float32)
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                    signature=infer_signature(example, output), pip_requirements=PIP_REQUIREMENTS,
-                                    registered_model_name=REGISTERED_NAMES[recipe.kind] if recipe.tracking.register else None)
-    return getattr(info, "registered_model_version", None)

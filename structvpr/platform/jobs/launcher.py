@@ -14,10 +14,11 @@ from pathlib import Path
 
 from structvpr.config import flatten, load_config
 from structvpr.datasets.records import DatasetError
-from structvpr.datasets.shards.manifest import load_manifest, manifest_hash, shard_paths
-from structvpr.platform.jobs.model_source import check_fits_shards, load_branch
+from structvpr.datasets.shards.manifest import Manifest
+from structvpr.platform.jobs.job_kind import job_kind
 from structvpr.platform.recipe import Recipe
-from structvpr.platform.tracking import resolve_tracking_uri, start_or_resume_run
+from structvpr.platform.store.references import check_fits_shards, load_branch
+from structvpr.platform.store.tracking import resolve_tracking_uri, start_or_resume_run
 
 DONE_FILE = "structvpr_done.json"
 
@@ -26,17 +27,17 @@ def load_recipe(kind: str, config: str | None, overrides: list[str]) -> Recipe:
     return load_config(Recipe, config, [f"kind={kind}", *overrides])
 
 
-def check_inputs(recipe: Recipe) -> dict:
+def check_inputs(recipe: Recipe) -> Manifest:
     """The manifest of usable shards; clear errors for missing shards, an empty val set, or a teacher that does not fit."""
-    manifest = load_manifest(recipe.data.shards)
-    shard_paths(recipe.data.shards, "train", "places")
+    manifest = Manifest.load(recipe.data.shards)
+    manifest.shard_paths("train", "places")
     for role in ("database", "queries"):
         try:
-            shard_paths(recipe.data.shards, recipe.eval.split, role)
+            manifest.shard_paths(recipe.eval.split, role)
         except DatasetError:
             raise DatasetError(f"the {recipe.eval.split} set in {recipe.data.shards} has no {role} images: "
                                f"evaluation needs both; build shards with a {recipe.eval.split} split") from None
-    if recipe.kind == "student" and recipe.kd.mode != "none":
+    if job_kind(recipe).uses_teacher:
         teacher, trained_on = load_branch(recipe.teacher)
         check_fits_shards(teacher, trained_on, manifest, "teacher")
     return manifest
@@ -76,7 +77,7 @@ def run_training(kind: str, config: str | None, overrides: list[str], progress: 
     check_gpus(recipe)  # before an MLflow run is opened for a job that could never start
     uri = resolve_tracking_uri(recipe.tracking.uri)
     run_id = start_or_resume_run(uri, recipe.tracking.experiment, name, flatten(asdict(recipe)),
-                                 tags={"structvpr.kind": kind, "structvpr.train_manifest": manifest_hash(recipe.data.shards)})
+                                 tags={"structvpr.kind": kind, "structvpr.train_manifest": manifest.hash})
     print(f"{kind} run {name}: MLflow run {run_id} at {uri}; checkpoints under {recipe.run.storage_path}/{name}")
     from structvpr.platform.jobs.ray_trainer import fit
 

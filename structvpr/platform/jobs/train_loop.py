@@ -20,19 +20,18 @@ import torch
 from torch import nn
 
 from structvpr.config import from_dict
-from structvpr.datasets.shards.manifest import load_manifest
+from structvpr.datasets.shards.manifest import Manifest
+from structvpr.platform.evaluation.evaluate import evaluate_branch
 from structvpr.platform.jobs.data import training_loader
-from structvpr.platform.jobs.evaluate import evaluate_branch
 from structvpr.platform.jobs.gallery import Gallery, build_gallery
-from structvpr.platform.jobs.model_source import load_branch
+from structvpr.platform.jobs.job_kind import StudentKind, TeacherKind, job_kind
 from structvpr.platform.jobs.progress import StepPoster
-from structvpr.platform.jobs.state import load_state, save_state, set_rng_state, unwrap
-from structvpr.platform.losses import MetricLoss, kd_per_sample
+from structvpr.platform.losses.metric import MetricLoss
 from structvpr.platform.models import create_branch
-from structvpr.platform.models.inputs import ColorJitter, flatten_views
+from structvpr.platform.models.inputs import flatten_views
 from structvpr.platform.recipe import Recipe
-from structvpr.platform.student_loss import student_loss
-from structvpr.platform.weighting import GROUPS, gallery_weights
+from structvpr.platform.store.checkpoint import load_state, save_state, set_rng_state, unwrap
+from structvpr.platform.store.references import load_branch
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise in job logs
 
@@ -40,10 +39,11 @@ logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature p
 @dataclass
 class Job:
     recipe: Recipe
+    kind: TeacherKind | StudentKind
     rank: int
     world_size: int
     device: torch.device
-    manifest: dict
+    manifest: Manifest
     run_id: str
     tracking_uri: str
     teacher: nn.Module | None = None
@@ -52,10 +52,6 @@ class Job:
     history: list = field(default_factory=list)
     resumed_from: list = field(default_factory=list)  # finished epochs at each automatic restart
     poster: StepPoster | None = None  # rank 0 feeds the driver's progress bar
-
-    @property
-    def is_student(self) -> bool:
-        return self.recipe.kind == "student"
 
     @property
     def amp(self) -> bool:
@@ -72,7 +68,7 @@ def train_loop_per_worker(config: dict) -> None:
     loader = training_loader(job.recipe, job.rank, job.world_size, start_epoch)
     for epoch in range(start_epoch, job.recipe.train.epochs):
         torch.manual_seed(job.recipe.train.seed * 7919 + epoch * 101 + job.rank)
-        gallery = refresh_gallery(job, model) if job.is_student and job.recipe.kd.mode == "weighted" else None
+        gallery = refresh_gallery(job, model) if job.kind.uses_gallery else None
         started = time.perf_counter()
         train_stats = train_epoch(job, model, optimizer, scheduler, metric_loss, gallery, loader, epoch)
         train_stats["epoch_seconds"] = time.perf_counter() - started
@@ -81,14 +77,21 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def make_job(config: dict) -> Job:
-    recipe = from_dict(Recipe, config["recipe"])
+    """The job of this Ray Train worker: rank, world size and device from Ray Train's context."""
     ctx = ray.train.get_context()
-    job = Job(recipe, ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(),
-              load_manifest(recipe.data.shards), config["run_id"], config["tracking_uri"])
-    if job.rank == 0 and config.get("progress_file"):
-        job.poster = StepPoster(config["progress_file"], recipe.data.batches_per_epoch)
-    if job.is_student and recipe.kd.mode != "none":
-        job.teacher, _ = load_branch(config["teacher_ref"], job.device)
+    return build_job(from_dict(Recipe, config["recipe"]), ctx.get_world_rank(), ctx.get_world_size(),
+                     ray.train.torch.get_device(), config["run_id"], config["tracking_uri"],
+                     teacher_ref=config.get("teacher_ref", ""), progress_file=config.get("progress_file"))
+
+
+def build_job(recipe: Recipe, rank: int, world_size: int, device: torch.device, run_id: str = "",
+              tracking_uri: str = "", teacher_ref: str = "", progress_file: str | None = None) -> Job:
+    """A job from explicit arguments (benchmarks build one outside Ray Train this way)."""
+    job = Job(recipe, job_kind(recipe), rank, world_size, device, Manifest.load(recipe.data.shards), run_id, tracking_uri)
+    if rank == 0 and progress_file:
+        job.poster = StepPoster(progress_file, recipe.data.batches_per_epoch)
+    if job.kind.uses_teacher:
+        job.teacher, _ = load_branch(teacher_ref or recipe.teacher, device)
         job.teacher.requires_grad_(False)
     return job
 
@@ -117,7 +120,7 @@ def record_worker_nodes(job: Job) -> None:
         nodes = [None] * job.world_size
         torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
     if job.rank == 0:
-        from structvpr.platform.tracking import client
+        from structvpr.platform.store.tracking import client
 
         client(job.tracking_uri).set_tag(job.run_id, "structvpr.worker_nodes", ",".join(sorted(set(nodes))))
 
@@ -126,11 +129,9 @@ def build_model(job: Job, prepare=None):
     """Model, AdamW and LR schedule for the job; `prepare` wraps the model (default: Ray Train's prepare_model,
     DDP and device placement inside a Ray Train session; benchmarks outside one pass a plain move to the device)."""
     r = job.recipe
-    width, height = job.manifest["image_size"]
-    categories = len(job.manifest["segmentation"]["class_map"]["categories"])
-    in_chans = 3 if job.is_student else categories - int(r.model.drop_void)
-    model = create_branch(r.model.backbone, in_chans, r.model.aggregator, r.model.dim, image_hw=(height, width),
-                          pretrained=r.model.pretrained, num_classes=categories)
+    width, height = job.manifest.image_size
+    model = create_branch(r.model.backbone, job.kind.in_chans(r, job.manifest), r.model.aggregator, r.model.dim,
+                          image_hw=(height, width), pretrained=r.model.pretrained, num_classes=job.manifest.num_categories)
     if job.device.type == "cuda" and r.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = (prepare or ray.train.torch.prepare_model)(model)
@@ -174,7 +175,7 @@ def refresh_gallery(job: Job, model) -> Gallery:
 
 def train_epoch(job: Job, model, optimizer, scheduler, metric_loss, gallery, loader, epoch: int = 0) -> dict:
     model.train()
-    jitter = ColorJitter(*(job.recipe.train.colour_jitter,) * 3) if job.is_student and job.recipe.train.colour_jitter else None
+    jitter = job.kind.jitter(job.recipe)
     sums, groups, steps = {}, Counter(), 0
     for batch in loader:
         with torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=job.amp):
@@ -190,33 +191,20 @@ def train_epoch(job: Job, model, optimizer, scheduler, metric_loss, gallery, loa
         if job.poster is not None:
             job.poster.step(epoch, steps, parts.get("loss", parts["metric_loss"]))
     stats = {f"train_{k}": float(v) / max(1, steps) for k, v in sums.items()}
-    stats.update({f"group_{g}": float(groups.get(g, 0)) for g in GROUPS if gallery is not None})
+    stats.update({f"group_{g}": float(groups.get(g, 0)) for g in job.kind.weighting_groups})
     stats["lr"] = scheduler.get_last_lr()[0]
     return _all_reduce_mean(stats, job) if job.world_size > 1 else stats
 
 
 def batch_loss(job: Job, model, metric_loss, batch: dict, gallery: Gallery | None, jitter):
-    member = "rgb" if job.is_student else "seg"
-    raw, labels = flatten_views(batch[member].to(job.device), batch["place"].to(job.device))
-    branch = unwrap(model)
-    x = branch.preprocess(raw, jitter=jitter)
+    """(loss, detached parts, weighting group counts) of one P x K batch; the job's kind adds what it adds."""
+    raw, labels = flatten_views(batch[job.kind.input_member].to(job.device), batch["place"].to(job.device))
+    x = unwrap(model).preprocess(raw, jitter=jitter)
     if job.device.type == "cuda" and job.recipe.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     desc = model(x)
     metric = metric_loss(desc, labels) / metric_loss.world_size()  # pml sums over ranks; DDP averages back
-    if not job.is_student or job.recipe.kd.mode == "none":
-        return metric, {"metric_loss": metric.detach()}, {}
-    with torch.no_grad():
-        seg, _ = flatten_views(batch["seg"].to(job.device), batch["place"])
-        teacher_desc = job.teacher.embed(seg)
-    kd = kd_per_sample(job.recipe.kd.loss, desc.float(), teacher_desc.float(), tau=job.recipe.kd.tau)
-    weights, counts = None, {}
-    if gallery is not None:
-        rows = gallery.rows_of(batch["place"], batch["views"]).to(job.device)
-        weights, counts = gallery_weights(teacher_desc.float(), desc.detach().float(), labels, gallery.teacher,
-                                          gallery.student, gallery.labels, job.recipe.kd.weighting, exclude_self_ids=rows)
-    total, parts = student_loss(metric, kd, weights, job.recipe.kd.lam, job.recipe.kd.mode)
-    return total, {"loss": total.detach(), "metric_loss": parts["metric"], "kd": parts["kd_mean"]}, counts
+    return job.kind.objective(job, batch, labels, desc, metric, gallery)
 
 
 def _all_reduce_mean(stats: dict, job: Job) -> dict:
@@ -251,7 +239,7 @@ def report(job: Job, model, optimizer, scheduler, epoch: int, metrics: dict) -> 
         checkpoint = None
         if job.rank == 0:
             extra = {"best": job.best, "history": job.history, "recipe": asdict(job.recipe), "resumed_from": job.resumed_from,
-                     "trained_on": {"image_size": job.manifest["image_size"], "shards": job.recipe.data.shards,
+                     "trained_on": {"image_size": list(job.manifest.image_size), "shards": job.recipe.data.shards,
                                     "kind": job.recipe.kind}, "mlflow_run_id": job.run_id}
             save_state(folder, model, optimizer, scheduler, epoch + 1, extra)
             checkpoint = ray.train.Checkpoint.from_directory(folder)
@@ -259,6 +247,6 @@ def report(job: Job, model, optimizer, scheduler, epoch: int, metrics: dict) -> 
 
 
 def log_epoch_to_mlflow(job: Job, metrics: dict) -> None:
-    from structvpr.platform.tracking import log_metrics
+    from structvpr.platform.store.tracking import log_metrics
 
     log_metrics(job.tracking_uri, job.run_id, metrics, step=metrics["epoch"])

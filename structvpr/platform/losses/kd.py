@@ -34,8 +34,11 @@ def kd_similarity_kl(student_desc: torch.Tensor, teacher_desc: torch.Tensor, tau
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
 
 
-def kd_mse(student_desc: torch.Tensor, teacher_desc: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared error [B] between L2-normalised descriptors (sizes must match); teacher detached."""
+def kd_mse(student_desc: torch.Tensor, teacher_desc: torch.Tensor, tau: float | None = None) -> torch.Tensor:
+    """Per-sample mean squared error [B] between L2-normalised descriptors (sizes must match); teacher detached.
+
+    `tau` is taken and ignored so that every KD function has one signature (MSE has no temperature).
+    """
     if student_desc.shape != teacher_desc.shape:
         raise ValueError(f"descriptor MSE needs equal shapes, got {tuple(student_desc.shape)} "
                          f"and {tuple(teacher_desc.shape)}")
@@ -43,13 +46,12 @@ def kd_mse(student_desc: torch.Tensor, teacher_desc: torch.Tensor) -> torch.Tens
     return diff.pow(2).mean(dim=-1)
 
 
+# The one list of KD losses (`kd.loss`): name -> f(student_desc, teacher_desc, tau) -> [B].
 KD_FUNCTIONS = {"kl": kd_similarity_kl, "mse": kd_mse}
 
 
 def kd_per_sample(kind: str, student_desc: torch.Tensor, teacher_desc: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
-    """Dispatch by config name: 'kl' (similarity-distribution KL, the default) or 'mse'."""
-    if kind == "kl":
-        return kd_similarity_kl(student_desc, teacher_desc, tau)
-    if kind == "mse":
-        return kd_mse(student_desc, teacher_desc)
-    raise ValueError(f"unknown KD kind {kind!r}; known: {', '.join(KD_FUNCTIONS)}")
+    """The KD term per sample of the loss named `kind` ('kl', the default, or 'mse')."""
+    if kind not in KD_FUNCTIONS:
+        raise ValueError(f"kd.loss must be one of {', '.join(KD_FUNCTIONS)}, got {kind!r}")
+    return KD_FUNCTIONS[kind](student_desc, teacher_desc, tau)

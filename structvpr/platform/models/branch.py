@@ -1,4 +1,4 @@
-"""VPRBranch: a timm backbone's feature map through an aggregator; the RGB student and the segmentation teacher."""
+"""VPRBranch and its factory `create_branch`: a timm backbone's feature map through an aggregator (student and teacher)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from structvpr.datasets.class_maps import NUM_CATEGORIES
+import structvpr.platform.models.aggregators  # noqa: F401  (registers the built-in aggregators)
 from structvpr.platform.models.inputs import ColorJitter, normalize_rgb, rgb_to_tensor, seg_to_onehot
 from structvpr.platform.models.registry import get_aggregator
 
@@ -127,3 +128,12 @@ class VPRBranch(nn.Module):
         self.to(memory_format=torch.channels_last)
         self.inference_channels_last = True
         return self
+
+
+def create_branch(backbone: str, in_chans: int, aggregator: str, dim: int, **kwargs) -> nn.Module:
+    """A `VPRBranch`: timm `backbone` reading `in_chans` channels, then `aggregator` to an L2-normalised [B, dim].
+
+    kwargs go to `VPRBranch` (image_hw, out_index, pretrained, num_classes, input_kind,
+    aggregator_kwargs, backbone_kwargs). `branch.spec` holds everything needed to rebuild it.
+    """
+    return VPRBranch(backbone=backbone, in_chans=in_chans, aggregator=aggregator, dim=dim, **kwargs)

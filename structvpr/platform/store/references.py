@@ -6,7 +6,8 @@ from pathlib import Path
 
 from torch import nn
 
-from structvpr.platform.jobs.state import branch_from_state, load_state
+from structvpr.datasets.shards.manifest import Manifest
+from structvpr.platform.store.checkpoint import branch_from_state, load_state
 
 
 class ModelSourceError(ValueError):
@@ -40,9 +41,9 @@ def _from_mlflow(ref: str, device) -> tuple[nn.Module, dict]:
     return model.to(device).for_inference(), dict(getattr(model, "trained_on", {}) or {})
 
 
-def check_fits_shards(model: nn.Module, trained_on: dict, manifest: dict, role: str) -> None:
+def check_fits_shards(model: nn.Module, trained_on: dict, manifest: Manifest, role: str) -> None:
     """A teacher must read the shards' class count at the shards' image size."""
-    categories = len(manifest["segmentation"]["class_map"]["categories"])
+    categories = manifest.num_categories
     if role == "teacher":
         if getattr(model, "input_kind", None) != "seg":
             raise ModelSourceError("the teacher must be a segmentation branch (trained with `structvpr train teacher`)")
@@ -50,7 +51,8 @@ def check_fits_shards(model: nn.Module, trained_on: dict, manifest: dict, role: 
             raise ModelSourceError(f"the teacher reads {model.num_classes} classes but the shards hold {categories}; "
                                    "train the teacher on shards with the same class map")
     size = trained_on.get("image_size")
-    if size and list(size) != list(manifest["image_size"]):
+    if size and tuple(size) != manifest.image_size:
+        width, height = manifest.image_size
         raise ModelSourceError(f"the {role} was trained at {size[0]}x{size[1]} but the shards are "
-                               f"{manifest['image_size'][0]}x{manifest['image_size'][1]}; rebuild the shards with --size "
+                               f"{width}x{height}; rebuild the shards with --size "
                                f"{size[0]}x{size[1]} or retrain")

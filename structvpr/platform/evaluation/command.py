@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from structvpr.datasets.shards.manifest import load_manifest
-from structvpr.platform.jobs.evaluate import evaluate_branch, write_eval_artifacts
-from structvpr.platform.jobs.model_source import check_fits_shards, load_branch
+from structvpr.datasets.shards.manifest import Manifest
+from structvpr.platform.evaluation.evaluate import evaluate_branch, write_eval_artifacts
+from structvpr.platform.store.references import check_fits_shards, load_branch
 
 
 def run_eval(model_ref: str, shards: str, split: str = "test", radius_m: float = 25.0, out: str | None = None,
@@ -14,7 +14,7 @@ def run_eval(model_ref: str, shards: str, split: str = "test", radius_m: float =
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    manifest = load_manifest(shards)
+    manifest = Manifest.load(shards)
     model, trained_on = load_branch(model_ref, device)
     check_fits_shards(model, trained_on, manifest, "model")
     report, db, queries = evaluate_branch(model, shards, split, device, radius_m=radius_m, progress=progress)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from structvpr.platform.evaluation import EvalReport, evaluate_descriptors
-from structvpr.platform.jobs.data import EncodedSplit, encode_split
+from structvpr.platform.evaluation.encode import EncodedSplit, encode_split
+from structvpr.platform.evaluation.recall import EvalReport, evaluate_descriptors
 
 
 def evaluate_branch(model: nn.Module, shard_dir: str, split: str, device, n_values=(1, 5, 10, 20),
