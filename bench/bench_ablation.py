@@ -25,7 +25,6 @@ This is a quality check of the method, not a speed benchmark: it prints recall, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -37,7 +36,7 @@ MODES = ("none", "plain", "weighted")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--quick", action="store_true", help="tiny city, 2 epochs of 4 batches (a smoke run)")
     p.add_argument("--seeds", default="0", help="comma list of student seeds")
     p.add_argument("--size", default="80x60", help="WxH of the shards")
@@ -75,7 +74,7 @@ def main(argv=None):
     size = parse_size(args.size)
     seeds = [int(s) for s in args.seeds.split(",")]
     print(common.machine_line())
-    city = common.city("tiny", (320, 240)) if args.quick else common.city("small")
+    city = common.bench_city(args.quick)
     if args.seg_model == "predicted":
         checkpoint = segmentation_model(city, args.seg_epochs)
         shards = common.shards(city, size, seg_model=str(checkpoint), tag=f"pred{args.seg_epochs}")

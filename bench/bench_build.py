@@ -32,7 +32,7 @@ from structvpr.cli import parse_size
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--quick", action="store_true", help="tiny city for speed, 2 rounds, memory with gt only")
     p.add_argument("--rounds", type=int, help="interleaved rounds of gt and model builds (default 3, quick 2)")
     p.add_argument("--size", default="160x120", help="WxH written to the shards (and the model's input)")
@@ -185,7 +185,7 @@ def main(argv=None):
     print(common.machine_line())
     ckpt = common.seg_checkpoint(parse_size(args.size))
     if args.skip != "speed":
-        speed(args, common.city("tiny", (320, 240)) if args.quick else common.city("small"), ckpt, rounds)
+        speed(args, common.bench_city(args.quick), ckpt, rounds)
     if args.skip != "memory":
         small_spec, big_spec = args.mem_cities.split(",")
         memory(args, _city(small_spec), _city(big_spec), ckpt, segs)

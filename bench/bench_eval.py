@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: E402  (puts the repo on sys.path)
+
 import numpy as np
 
 N_VALUES = (1, 5, 10, 20)
@@ -30,7 +32,7 @@ FILES = ("db", "q", "db_utm", "q_utm")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--db", type=int, default=1_000_000, help="database size")
     p.add_argument("--queries", type=int, default=10_000, help="number of queries")
     p.add_argument("--dim", type=int, default=512, help="descriptor dimension")
@@ -71,28 +73,11 @@ def make_data(out: Path, n_db: int, n_q: int, dim: int, noise: float, seed: int)
 
 
 def run_public(db, q, db_utm, q_utm):
-    """deep-visual-geo-localization-benchmark test.py + datasets_ws.py, minus the model."""
-    import faiss
-    from sklearn.neighbors import NearestNeighbors
+    """deep-visual-geo-localization-benchmark test.py + datasets_ws.py, minus the model (the package's reference)."""
+    from structvpr.platform.evaluation.reference import public_benchmark_recalls
 
-    index = faiss.IndexFlatL2(db.shape[1])
-    index.add(db)
-    _, predictions = index.search(q, max(N_VALUES))
-    knn = NearestNeighbors(n_jobs=-1)
-    knn.fit(db_utm)
-    positives = knn.radius_neighbors(q_utm, radius=RADIUS_M, return_distance=False)
-    recalls = np.zeros(len(N_VALUES))
-    for qi, pred in enumerate(predictions):
-        for i, n in enumerate(N_VALUES):
-            if np.any(np.isin(pred[:n], positives[qi])):
-                recalls[i:] += 1
-                break
-    with_pos = sum(len(p) > 0 for p in positives)
-    return {
-        "recall": {n: r / with_pos * 100 for n, r in zip(N_VALUES, recalls)},
-        "recall_all": {n: r / len(q) * 100 for n, r in zip(N_VALUES, recalls)},
-        "without_positives": len(q) - with_pos,
-    }
+    over_all, over_with, without, _ = public_benchmark_recalls(db, q, db_utm, q_utm, N_VALUES, RADIUS_M, n_jobs=-1)
+    return {"recall": over_with, "recall_all": over_all, "without_positives": without}
 
 
 def run_ours(db, q, db_utm, q_utm):
@@ -135,7 +120,7 @@ def worker(method: str, data: Path) -> None:
     import scipy.spatial  # noqa: F401
     import sklearn.neighbors  # noqa: F401
 
-    import structvpr.platform.evaluation  # noqa: F401
+    import structvpr.platform.evaluation.reference  # noqa: F401  (and the package)
 
     arrays = [np.load(data / f"{name}.npy") for name in FILES]
     base = rss_bytes()

@@ -22,7 +22,6 @@ Target: (a) at least 3x the images/s of (b) in every configuration.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import common  # noqa: E402  (puts the repo on sys.path)
@@ -40,7 +39,7 @@ TARGET = 3.0
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--quick", action="store_true", help="160x120 only, 2 rounds")
     p.add_argument("--sizes", help="comma list of WxH (default 160x120,320x240; quick 160x120)")
     p.add_argument("--batches", default="1,32", help="comma list of batch sizes")
@@ -94,8 +93,7 @@ def main(argv=None):
              for s in (args.sizes or ("160x120" if args.quick else "160x120,320x240")).split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
-    print(common.machine_line())
-    common.limit_threads(threads[0])  # also fixes the inter-op pool at one thread (settable once)
+    common.start(threads[0])  # also fixes the inter-op pool at one thread (settable once)
     print(f"models: student {args.backbone}+GeM (3 ch), teacher {args.backbone}+GeM ({NUM_CATEGORIES} ch), "
           f"dim {args.dim}; segmentation: seg-train checkpoint (default FPN/resnet18, untrained weights)")
     print(f"batch 1: {args.single} calls of one image; batch 32: one call; {rounds} interleaved rounds + 1 warm-up")

@@ -32,7 +32,6 @@ x.svg -- python bench/bench_reader.py --only ours`).
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import json
@@ -59,7 +58,7 @@ EVAL_PARTS = [(split, role) for split in ("val", "test") for role in ("database"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--quick", action="store_true", help="tiny city, 3 rounds (about a minute)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 7, quick 3)")
     p.add_argument("--epochs", type=int, help="passes over the workload per timed call (default 1, quick 3)")
@@ -252,9 +251,8 @@ def main(argv=None):
     rounds = args.rounds or (3 if args.quick else 7)
     epochs = args.epochs or (3 if args.quick else 1)
     size = parse_size(args.size)
-    print(common.machine_line())
-    common.limit_threads(1)
-    city = common.city("tiny", (320, 240)) if args.quick else common.city("small")
+    common.start(threads=1)
+    city = common.bench_city(args.quick)
     shard_dir = common.shards(city, size)
     src = Image.open(next((city / "images").rglob("*.jpg"))).size
     print(f"city {city.name} (sources {src[0]}x{src[1]}), shards {shard_dir.name}, {epochs} pass(es) a call, "

@@ -13,18 +13,19 @@ that is what a structure-aware teacher can pass on to an RGB student.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import common  # noqa: E402  (puts the repo on sys.path)
 
 from structvpr.datasets.synth import PRESETS, generate_city
 from structvpr.datasets.synth.structure_check import structure_recall
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--preset", default="small", choices=sorted(PRESETS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)

@@ -15,7 +15,6 @@ torch uses one thread in both. Target: (a) at least 10x the images/s of (b).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -38,7 +37,7 @@ TARGET = 10.0
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--quick", action="store_true", help="tiny city, fewer batches and rounds (about a minute)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 3)")
     p.add_argument("--batches", type=int, help="batches of 32 images per candidate per round (default 20, quick 6)")
@@ -116,11 +115,10 @@ def main(argv=None):
     rounds = args.rounds or (3 if args.quick else 5)
     batches = args.batches or (6 if args.quick else 20)
     size = parse_size(args.size)
-    print(common.machine_line())
-    common.limit_threads(1)
+    common.start(threads=1)
     print(f"torch threads: {torch.get_num_threads()}")
 
-    city = common.city("tiny", (320, 240)) if args.quick else common.city("small")
+    city = common.bench_city(args.quick)
     shard_dir = common.shards(city, size)
     urls = train_urls(shard_dir)
     ckpt = common.seg_checkpoint(size)

@@ -8,6 +8,8 @@ at 160x120, built once with build_shards): `train_loop.train_epoch` over `traini
 batches) -> `train_loop.batch_loss` (student: RGB branch, metric loss, KD from a teacher, weighted by
 ranks against the `refresh_gallery` gallery), AdamW + the recipe's LR schedule. Same recipe, same
 seeds, so the same initial weights and the same batches; the printed losses of both sides must match.
+Every side builds its job with `train_loop.build_job`, which loads the teacher as a job does: a
+checkpoint with random weights from a fixed seed (`common.scratch_teacher`; speed does not depend on them).
 
 (a) plain: in this process, the model from `train_loop.build_model` (with `prepare=` the identity instead of
     ray.train.torch.prepare_model, since there is no Ray Train session here).
@@ -33,14 +35,13 @@ worker (and from ray.init), next to the plain loop's set-up to first step in thi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import statistics
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import common  # noqa: E402  (puts the repo on sys.path)
@@ -49,6 +50,7 @@ import torch
 
 from structvpr.cli import parse_size
 from structvpr.config import from_dict
+from structvpr.platform.jobs.job_kind import job_kind
 from structvpr.platform.recipe import Recipe
 
 TARGET_OVERHEAD = 0.05
@@ -56,7 +58,7 @@ TEACHER_SEED = 12345
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--quick", action="store_true", help="2 rounds of 4 steps")
     p.add_argument("--rounds", type=int, help="timed rounds after the warm-up round (default 4, quick 2)")
     p.add_argument("--steps", type=int, help="steps (batches) per round (default 6, quick 4)")
@@ -74,22 +76,10 @@ def parse_args(argv=None):
 
 
 def make_job(config: dict, device):
-    """A train_loop.Job for rank 0 of 1, with a teacher built from a fixed seed (no checkpoint to load)."""
-    from structvpr.datasets.shards.manifest import load_manifest
-    from structvpr.platform.jobs.train_loop import Job
-    from structvpr.platform.models import create_branch
+    """The job of rank 0 of 1, as build_job makes it; its teacher is the scratch checkpoint in config["teacher_ref"]."""
+    from structvpr.platform.jobs.train_loop import build_job
 
-    recipe = from_dict(Recipe, config["recipe"])
-    manifest = load_manifest(recipe.data.shards)
-    job = Job(recipe, 0, 1, device, manifest, run_id="", tracking_uri="")
-    if recipe.kind == "student" and recipe.kd.mode != "none":
-        width, height = manifest["image_size"]
-        categories = len(manifest["segmentation"]["class_map"]["categories"])
-        torch.manual_seed(TEACHER_SEED)
-        job.teacher = create_branch(recipe.model.backbone, categories, recipe.model.aggregator, recipe.model.dim,
-                                    image_hw=(height, width), num_classes=categories).to(device).eval()
-        job.teacher.requires_grad_(False)
-    return job
+    return build_job(from_dict(Recipe, config["recipe"]), 0, 1, device, teacher_ref=config["teacher_ref"])
 
 
 def build(job, prepare=None):
@@ -121,8 +111,7 @@ def run_epoch(job, parts, epoch: int) -> dict:
     model, optimizer, scheduler, metric_loss, loader = parts
     torch.manual_seed(job.recipe.train.seed * 7919 + epoch * 101 + job.rank)
     start_wall, started = time.time(), time.perf_counter()
-    weighted = job.is_student and job.recipe.kd.mode == "weighted"
-    gallery = train_loop.refresh_gallery(job, model) if weighted else None
+    gallery = train_loop.refresh_gallery(job, model) if job.kind.uses_gallery else None
     gallery_s = time.perf_counter() - started
     entries, cpu, proc, walls, losses, switches = [], [], [], [], [], []
     real = train_loop.batch_loss
@@ -240,6 +229,94 @@ def ray_background_cpu(exclude: set[int]) -> float:
     return total
 
 
+@dataclass
+class Setup:
+    """What every side shares: the recipe, the config the Ray worker gets, the sync folder, rounds and steps."""
+
+    recipe: Recipe
+    config: dict
+    sync: Path
+    rounds: int
+    steps: int
+
+
+def set_up(args) -> Setup:
+    """Print the machine; the shards (built once), the scratch teacher, the recipe and an empty sync folder."""
+    rounds = args.rounds or (2 if args.quick else 4)
+    steps = args.steps or (4 if args.quick else 6)
+    size = parse_size(args.size)
+    common.start(threads=1)
+    common.quiet_ray_logs()
+    city = common.bench_city(quick=args.city == "tiny")
+    shard_dir = common.shards(city, size)
+    recipe = make_recipe(shard_dir, args, steps, rounds)
+    teacher = common.scratch_teacher(recipe, TEACHER_SEED) if job_kind(recipe).uses_teacher else ""
+    sync = common.WORK / f"overhead-sync-{os.getpid()}"
+    shutil.rmtree(sync, ignore_errors=True)
+    sync.mkdir(parents=True)
+    config = {"recipe": asdict(recipe), "teacher_ref": teacher, "sync": str(sync), "rounds": rounds}
+    print(f"shards: {shard_dir.name}; student resnet18+GeM dim {args.dim}, kd.mode={args.kd}, "
+          f"batch {args.places}x{args.views} = {args.places * args.views} images at {size[0]}x{size[1]}; "
+          f"warm-up + {rounds} rounds of {steps} steps per side; torch threads {torch.get_num_threads()}")
+    return Setup(recipe, config, sync, rounds, steps)
+
+
+class PlainSide:
+    """(a) the plain loop in this process; its set-up (job, model) is timed as the worker's is."""
+
+    def __init__(self, config: dict):
+        self.t_start = time.time()
+        self.job = make_job(config, torch.device("cpu"))
+        self.parts = build(self.job, prepare=lambda model: model)
+        self.t_built = time.time()
+
+    def run(self, epoch: int) -> dict:
+        return run_epoch(self.job, self.parts, epoch)
+
+
+class RaySide:
+    """(b) Ray: init, then fit() in a thread; the worker runs its warm-up round at once, each later one on a go-r file."""
+
+    def __init__(self, recipe: Recipe, config: dict, sync: Path):
+        from structvpr.runtime import ensure_ray
+
+        self.sync = sync
+        self.t_init0 = time.time()
+        ensure_ray()
+        self.t_init1 = time.time()
+        self.trainer = start_trainer(recipe, config, f"overhead-{os.getpid()}")
+        self.errors, self.times = [], {}
+        self.thread = threading.Thread(target=self._fit, daemon=True)
+        self.thread.start()
+
+    def _fit(self) -> None:
+        self.times["start"] = time.time()
+        try:
+            self.trainer.fit()
+        except BaseException as exc:  # surfaced in the main thread
+            self.errors.append(exc)
+        self.times["end"] = time.time()
+
+    def _alive(self) -> bool:
+        return self.thread.is_alive() or not self.errors
+
+    def run(self, r: int) -> dict:
+        if r:
+            (self.sync / f"go-{r}").touch()
+        try:
+            wait_for(self.sync / f"done-{r}.json", timeout=1800, alive=self._alive)
+        except Exception:
+            if self.errors:
+                raise self.errors[0]
+            raise
+        return json.loads((self.sync / f"done-{r}.json").read_text())
+
+    def close(self) -> None:
+        self.thread.join(timeout=600)
+        if self.errors:
+            raise self.errors[0]
+
+
 class NicedSide:
     """(c) the plain loop in its own thread at the Ray worker's niceness: what Ray's worker looks like to the kernel.
 
@@ -249,10 +326,10 @@ class NicedSide:
     On Linux niceness is per thread: raising it here (always allowed) leaves the main thread's alone.
     """
 
-    def __init__(self, job, parts, niceness: int):
+    def __init__(self, plain: PlainSide, niceness: int):
         import queue
 
-        self.job, self.parts, self.niceness = job, parts, niceness
+        self.plain, self.niceness = plain, niceness
         self.todo, self.done = queue.Queue(), queue.Queue()
         self.thread = threading.Thread(target=self._loop, daemon=True, name="niced-plain-loop")
         self.thread.start()
@@ -261,7 +338,7 @@ class NicedSide:
         os.setpriority(os.PRIO_PROCESS, 0, self.niceness)  # 0: the calling thread (Linux)
         while (epoch := self.todo.get()) is not None:
             try:
-                self.done.put(run_epoch(self.job, self.parts, epoch))
+                self.done.put(self.plain.run(epoch))
             except BaseException as exc:
                 self.done.put(exc)
 
@@ -277,125 +354,99 @@ class NicedSide:
         self.thread.join()
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    rounds = args.rounds or (2 if args.quick else 4)
-    steps = args.steps or (4 if args.quick else 6)
-    size = parse_size(args.size)
-    print(common.machine_line())
-    common.quiet_ray_logs()
-    common.limit_threads(1)
-    city = common.city("tiny", (320, 240)) if args.city == "tiny" else common.city("small")
-    shard_dir = common.shards(city, size)
-    recipe = make_recipe(shard_dir, args, steps, rounds)
-    sync = common.WORK / f"overhead-sync-{os.getpid()}"
-    shutil.rmtree(sync, ignore_errors=True)
-    sync.mkdir(parents=True)
-    config = {"recipe": asdict(recipe), "sync": str(sync), "rounds": rounds}
-    print(f"shards: {shard_dir.name}; student resnet18+GeM dim {args.dim}, kd.mode={args.kd}, "
-          f"batch {args.places}x{args.views} = {args.places * args.views} images at {size[0]}x{size[1]}; "
-          f"warm-up + {rounds} rounds of {steps} steps per side; torch threads {torch.get_num_threads()}")
+@dataclass
+class Measured:
+    """Every side's epochs (round 0, the warm-up, first), Ray's background cores per side, and the sides themselves."""
 
-    # (a) the plain side's set-up, timed the same way as the worker's (job, model, first epoch's first step).
-    t_plain0 = time.time()
-    job = make_job(config, torch.device("cpu"))
-    plain = build(job, prepare=lambda model: model)
-    t_plain_built = time.time()
-    if not args.no_niced:
-        job_c = make_job(config, torch.device("cpu"))
-        niced_parts = build(job_c, prepare=lambda model: model)
+    sides: list[str]
+    results: dict[str, list[dict]]
+    background: dict[str, list[float]]
+    ray: RaySide
+    plain: PlainSide
 
-    # (b) Ray: init, then fit() in a thread; the worker runs its warm-up round at once.
-    from structvpr.runtime import ensure_ray
+    @property
+    def worker(self) -> dict:
+        return self.results["ray"][0]
 
-    t_init0 = time.time()
-    ensure_ray()
-    t_init1 = time.time()
-    trainer = start_trainer(recipe, config, f"overhead-{os.getpid()}")
-    fit_error, fit_times = [], {}
+    def all_of(self, side: str, key: str) -> list[float]:
+        return [t for res in self.results[side][1:] for t in res[key]]
 
-    def fit():
-        fit_times["start"] = time.time()
-        try:
-            trainer.fit()
-        except BaseException as exc:  # surfaced in the main thread
-            fit_error.append(exc)
-        fit_times["end"] = time.time()
+    def median(self, side: str, key: str = "steps") -> float:
+        return statistics.median(self.all_of(side, key))
 
-    thread = threading.Thread(target=fit, daemon=True)
-    thread.start()
-    alive = lambda: thread.is_alive() or not fit_error  # noqa: E731
+    def per_round(self, a: str, b: str, key: str = "steps") -> list[float]:
+        return [statistics.median(x[key]) / statistics.median(y[key])
+                for x, y in zip(self.results[a][1:], self.results[b][1:])]
 
-    def ray_round(r: int) -> dict:
-        if r:
-            (sync / f"go-{r}").touch()
-        try:
-            wait_for(sync / f"done-{r}.json", timeout=1800, alive=alive)
-        except Exception:
-            if fit_error:
-                raise fit_error[0]
-            raise
-        return json.loads((sync / f"done-{r}.json").read_text())
 
+def measure(setup: Setup, niced: bool) -> Measured:
+    """Set up (a), (c) and (b) in that order, run the warm-up round (ray first: its start-up is timed), then the rounds."""
+    plain = PlainSide(setup.config)
+    niced_plain = PlainSide(setup.config) if niced else None
+    ray = RaySide(setup.recipe, setup.config, setup.sync)
     print("warm-up round (ray first: its start-up is timed)...", flush=True)
-    results = {"ray": [ray_round(0)], "plain": [run_epoch(job, plain, 0)]}
-    worker = results["ray"][0]
-    run_side = {"ray": ray_round, "plain": lambda r: run_epoch(job, plain, r)}
-    if not args.no_niced:
-        niced = NicedSide(job_c, niced_parts, worker["nice"])
-        run_side["niced"] = niced.run
-        results["niced"] = [niced.run(0)]
+    results = {"ray": [ray.run(0)], "plain": [plain.run(0)]}
+    run_side = {"ray": ray.run, "plain": plain.run}
+    niced_side = None
+    if niced_plain is not None:
+        niced_side = NicedSide(niced_plain, results["ray"][0]["nice"])
+        run_side["niced"] = niced_side.run
+        results["niced"] = [niced_side.run(0)]
+    background = run_rounds(run_side, results, setup.rounds, results["ray"][0]["pid"])
+    if niced_side is not None:
+        niced_side.close()
+    ray.close()
+    shutil.rmtree(setup.sync, ignore_errors=True)
+    return Measured(list(run_side), results, background, ray, plain)
+
+
+def run_rounds(run_side: dict, results: dict, rounds: int, worker_pid: int) -> dict[str, list[float]]:
+    """The timed rounds, the sides' order alternating; the cores Ray's other processes used while each side ran."""
     sides = list(run_side)  # ray, plain[, niced]
-    background = {s: [] for s in sides}  # cores used by Ray's other processes while each side ran its epoch
+    background = {s: [] for s in sides}
     for r in range(1, rounds + 1):
         order = sides if r % 2 else sides[::-1]
         for side in order:
-            cpu0, wall0 = ray_background_cpu({worker["pid"]}), time.perf_counter()
+            cpu0, wall0 = ray_background_cpu({worker_pid}), time.perf_counter()
             results[side].append(run_side[side](r))
-            background[side].append((ray_background_cpu({worker["pid"]}) - cpu0) / (time.perf_counter() - wall0))
+            background[side].append((ray_background_cpu({worker_pid}) - cpu0) / (time.perf_counter() - wall0))
         ms = {s: statistics.median(results[s][-1]["steps"]) * 1e3 for s in sides}
         print(f"  round {r}/{rounds} ({' '.join(order)}): " + "  ".join(f"{s} {ms[s]:,.0f} ms/step" for s in sides)
               + f"  ray/plain {ms['ray'] / ms['plain']:.3f}", flush=True)
-    if not args.no_niced:
-        niced.close()
-    thread.join(timeout=600)
-    if fit_error:
-        raise fit_error[0]
-    shutil.rmtree(sync, ignore_errors=True)
+    return background
 
-    # ---------------------------------------------------------------- report
-    timed = {s: results[s][1:] for s in sides}
-    all_of = lambda s, key: [t for res in timed[s] for t in res[key]]  # noqa: E731
-    med = {s: statistics.median(all_of(s, "steps")) for s in sides}
 
-    def per_round(a: str, b: str, key: str = "steps") -> list[float]:
-        return [statistics.median(x[key]) / statistics.median(y[key]) for x, y in zip(timed[a], timed[b])]
+# ---------------------------------------------------------------- report
 
-    overhead = statistics.median(per_round("ray", "plain")) - 1.0
-    diffs = [abs(x - y) for s in sides[1:] for rr, pp in zip(results["ray"], results[s])
+
+def report_steps(m: Measured) -> None:
+    """Same losses on every side, who ran where, and the step table with its per-round ratios."""
+    worker, sides = m.worker, m.sides
+    diffs = [abs(x - y) for s in sides[1:] for rr, pp in zip(m.results["ray"], m.results[s])
              for x, y in zip(rr["losses"], pp["losses"])]
     print(f"\nsame losses on every side, every step of every round: max |difference| = {max(diffs):.2e} "
           f"over {len(diffs)} step pairs ({'yes' if max(diffs) < 1e-4 else 'NO: the sides did not train alike'})")
+    plain0 = m.results["plain"][0]
     print(f"ray worker: pid {worker['pid']}, device {worker['device']}, torch threads {worker['threads']}, "
           f"OMP_NUM_THREADS={worker['omp']}, niceness {worker['nice']}; plain: pid {os.getpid()}, "
-          f"torch threads {results['plain'][0]['threads']}, niceness {results['plain'][0]['nice']}")
+          f"torch threads {plain0['threads']}, niceness {plain0['nice']}")
     names = {"plain": "(a) plain PyTorch loop, in-process",
              "ray": f"(b) Ray Train worker, 1 CPU (nice {worker['nice']})",
              "niced": f"(c) plain loop, own thread, nice {worker['nice']}"}
     common.print_table(
         ["side", "median step (ms)", "min..max (ms)", "CPU ms/step: thread", "process", "switches/step: vol.",
          "invol.", "Ray bg. cores", "epoch (s)", "steps"],
-        [[names[s], f"{med[s] * 1e3:,.1f}", common.spread(t * 1e3 for t in all_of(s, "steps")),
-          f"{statistics.median(all_of(s, 'cpu_steps')) * 1e3:,.1f}",
-          f"{statistics.median(all_of(s, 'proc_steps')) * 1e3:,.1f}", f"{statistics.median(all_of(s, 'vol_steps')):,.0f}",
-          f"{statistics.median(all_of(s, 'invol_steps')):,.0f}", f"{statistics.median(background[s]):.2f}",
-          f"{statistics.median(res['epoch_seconds'] for res in timed[s]):.2f}", len(all_of(s, "steps"))]
+        [[names[s], f"{m.median(s) * 1e3:,.1f}", common.spread(t * 1e3 for t in m.all_of(s, "steps")),
+          f"{m.median(s, 'cpu_steps') * 1e3:,.1f}", f"{m.median(s, 'proc_steps') * 1e3:,.1f}",
+          f"{m.median(s, 'vol_steps'):,.0f}", f"{m.median(s, 'invol_steps'):,.0f}",
+          f"{statistics.median(m.background[s]):.2f}",
+          f"{statistics.median(res['epoch_seconds'] for res in m.results[s][1:]):.2f}", len(m.all_of(s, "steps"))]
          for s in ("plain", "ray", "niced") if s in sides],
         title="training step (train_epoch -> batch_loss, backward, AdamW, schedule, next batch)")
-    print(f"per-round ratio (b)/(a), median step times: {' '.join(f'{x:.3f}' for x in per_round('ray', 'plain'))}")
+    print(f"per-round ratio (b)/(a), median step times: {' '.join(f'{x:.3f}' for x in m.per_round('ray', 'plain'))}")
     if "niced" in sides:
-        print(f"per-round ratio (b)/(c), median step times: {' '.join(f'{x:.3f}' for x in per_round('ray', 'niced'))}")
-    cpu_rounds = per_round("ray", "plain", "cpu_steps")
+        print(f"per-round ratio (b)/(c), median step times: {' '.join(f'{x:.3f}' for x in m.per_round('ray', 'niced'))}")
+    cpu_rounds = m.per_round("ray", "plain", "cpu_steps")
     print(f"per-round ratio (b)/(a), CPU time of the training thread: {' '.join(f'{x:.3f}' for x in cpu_rounds)}")
     print("CPU ms/step: CPU time of the training thread, and of all threads of its process (the same work gives the "
           "same thread time;\n  the rest of a step's wall time is waiting for a core or the GIL). Switches: context "
@@ -403,34 +454,54 @@ def main(argv=None):
           "Ray bg. cores: CPU used by Ray's other processes\n  (gcs, raylet, controller, dashboard, ...) while that "
           "side ran its epoch, in cores.")
 
-    first = worker["first_step_wall"]
-    plain_first = results["plain"][0]["first_step_wall"]
+
+def report_startup(m: Measured) -> None:
+    """The fixed start-up of the Ray Train job, next to the plain loop's set-up."""
+    worker, ray, plain, plain0 = m.worker, m.ray, m.plain, m.results["plain"][0]
+    first, fit_start = worker["first_step_wall"], ray.times["start"]
     common.print_table(
         ["start-up", "seconds"],
-        [["ray.init (local, new instance)", f"{t_init1 - t_init0:.1f}"],
-         ["fit() -> worker function entered", f"{worker['t_enter'] - fit_times['start']:.1f}"],
+        [["ray.init (local, new instance)", f"{ray.t_init1 - ray.t_init0:.1f}"],
+         ["fit() -> worker function entered", f"{worker['t_enter'] - fit_start:.1f}"],
          ["worker: job + model built", f"{worker['t_built'] - worker['t_enter']:.1f}"],
          ["worker: model built -> first step (gallery, loader)", f"{first - worker['t_built']:.1f}"],
-         ["fit() -> first step in the worker", f"{first - fit_times['start']:.1f}"],
-         ["ray.init + fit() -> first step", f"{first - t_init0:.1f}"],
+         ["fit() -> first step in the worker", f"{first - fit_start:.1f}"],
+         ["ray.init + fit() -> first step", f"{first - ray.t_init0:.1f}"],
          ["plain: set-up -> first step (job, model, gallery, loader)",
-          f"{(t_plain_built - t_plain0) + (plain_first - results['plain'][0]['start_wall']):.1f}"],
-         ["ray: last step done -> fit() returned (teardown)", f"{fit_times['end'] - results['ray'][-1]['end_wall']:.1f}"]],
+          f"{(plain.t_built - plain.t_start) + (plain0['first_step_wall'] - plain0['start_wall']):.1f}"],
+         ["ray: last step done -> fit() returned (teardown)", f"{ray.times['end'] - m.results['ray'][-1]['end_wall']:.1f}"]],
         title="fixed start-up of a Ray Train job (wall clock; the plain loop's set-up for comparison)")
+
+
+def report_verdict(m: Measured) -> dict:
+    """The overhead against the target (wall time, at the same niceness, CPU time) and the start-up; the numbers."""
+    overhead = statistics.median(m.per_round("ray", "plain")) - 1.0
     print()
     print(f"Ray Train step overhead (b) vs (a): {overhead * 100:+.1f}% (median of per-round ratios; target <= "
           f"{TARGET_OVERHEAD * 100:g}%) -> {'MET' if overhead <= TARGET_OVERHEAD else 'NOT MET'}")
-    if "niced" in sides:
-        same_nice = statistics.median(per_round("ray", "niced")) - 1.0
+    if "niced" in m.sides:
+        same_nice = statistics.median(m.per_round("ray", "niced")) - 1.0
         print(f"  at the worker's niceness, (b) vs (c): {same_nice * 100:+.1f}% -> "
               f"{'MET' if same_nice <= TARGET_OVERHEAD else 'NOT MET'} (what is left of Ray's own per-step cost)")
-    cpu_overhead = statistics.median(cpu_rounds) - 1.0
+    cpu_overhead = statistics.median(m.per_round("ray", "plain", "cpu_steps")) - 1.0
     print(f"  CPU time per step (b) vs (a): {cpu_overhead * 100:+.1f}% -> "
           f"{'MET' if cpu_overhead <= TARGET_OVERHEAD else 'NOT MET'} (the work Ray adds to a step; insensitive to "
           "other jobs preempting the sides)")
-    print(f"fixed start-up, fit() -> first step: {first - fit_times['start']:.1f} s "
-          f"(plus {t_init1 - t_init0:.1f} s of ray.init when no Ray is running)")
-    return {"overhead": overhead, "cpu_overhead": cpu_overhead, "median_step": med, "startup": first - fit_times["start"]}
+    startup = m.worker["first_step_wall"] - m.ray.times["start"]
+    print(f"fixed start-up, fit() -> first step: {startup:.1f} s "
+          f"(plus {m.ray.t_init1 - m.ray.t_init0:.1f} s of ray.init when no Ray is running)")
+    return {"overhead": overhead, "cpu_overhead": cpu_overhead, "median_step": {s: m.median(s) for s in m.sides},
+            "startup": startup}
+
+
+def main(argv=None):
+    """Set up, measure the sides round by round, report."""
+    args = parse_args(argv)
+    setup = set_up(args)
+    measured = measure(setup, niced=not args.no_niced)
+    report_steps(measured)
+    report_startup(measured)
+    return report_verdict(measured)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Shared helpers of the dataset-tooling benchmarks: interleaved timing rounds, medians, cached city
-and shard fixtures, a tiny segmentation checkpoint, and peak-RSS sampling of a process tree.
+"""Shared helpers of the benchmarks: their argument parser, interleaved timing rounds, medians, cached city
+and shard fixtures, a tiny segmentation checkpoint, a teacher with random weights, and peak-RSS sampling
+of a process tree.
 
 The machine these run on is small and shared, so every benchmark measures its candidates side by
 side in the same run (round 1: A B C, round 2: C B A, ...) and reports the median of each and
@@ -8,6 +9,7 @@ their ratios; an absolute number alone says little when other jobs come and go.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -24,6 +26,11 @@ WORK = REPO / "bench" / "results" / "work"  # git-ignored (bench/results/)
 
 if str(REPO) not in sys.path:  # `python bench/bench_x.py` puts bench/ first on the path, not the repo
     sys.path.insert(0, str(REPO))
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser described by the first line of a benchmark's docstring."""
+    return argparse.ArgumentParser(description=doc.splitlines()[0])
 
 
 # ---------------------------------------------------------------- timing
@@ -126,6 +133,12 @@ def machine_line() -> str:
             f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (at start; other jobs share the cores)")
 
 
+def start(threads: int = 1) -> None:
+    """What a timing benchmark starts with: the machine line, and torch held to `threads` threads."""
+    print(machine_line())
+    limit_threads(threads)
+
+
 def limit_threads(n: int = 1) -> None:
     """One core per candidate: torch intra-op threads and the BLAS pools of numpy."""
     import torch
@@ -155,6 +168,11 @@ def city(preset: str, image_size: tuple[int, int] | None = None, seed: int = 0, 
     return out
 
 
+def bench_city(quick: bool) -> Path:
+    """The benchmarks' city: the tiny one (rendered at 320x240) for quick runs, else the small one."""
+    return city("tiny", (320, 240)) if quick else city("small")
+
+
 def count_images(city_dir: Path) -> int:
     summary = json.loads((Path(city_dir) / "synth.json").read_text())["summary"]
     return sum(n for roles in summary["images"].values() for n in roles.values())
@@ -179,6 +197,29 @@ def seg_checkpoint(image_size: tuple[int, int]) -> Path:
                          class_map="categories", image_size=tuple(image_size), state_dict=model.state_dict(),
                          metrics={"note": "untrained: benchmark speed only"})
     return save_checkpoint(ckpt, path)
+
+
+def scratch_teacher(recipe, seed: int, folder: Path = WORK) -> str:
+    """A teacher checkpoint for a student recipe, with random weights from `seed`, for `build_job` to load.
+
+    The recipe's backbone, aggregator and dim, reading the shards' one-hot categories at their size; the
+    speed of a step does not depend on how well the teacher is trained. Written again on every call (a second).
+    """
+    import torch
+
+    from structvpr.datasets.shards.manifest import Manifest
+    from structvpr.platform.models import create_branch
+    from structvpr.platform.store.checkpoint import save_state
+
+    manifest = Manifest.load(recipe.data.shards)
+    width, height = manifest.image_size
+    m = recipe.model
+    torch.manual_seed(seed)
+    teacher = create_branch(m.backbone, manifest.num_categories, m.aggregator, m.dim, image_hw=(height, width),
+                            num_classes=manifest.num_categories)
+    out = Path(folder) / f"teacher-{m.backbone}-{m.aggregator}{m.dim}-s{seed}-{Path(recipe.data.shards).name}"
+    out.mkdir(parents=True, exist_ok=True)
+    return str(save_state(out, teacher, None, None, 0, {}))
 
 
 def shards(city_dir: Path, image_size: tuple[int, int], seg_model: str = "gt", shard_images: int = 250,

@@ -10,10 +10,11 @@ minutes including building its data). Self-contained: only the project and its i
 1. Data (unless --shards): the synthetic city (`small` preset on CUDA, `tiny` on the CPU) rendered
    at --size (default 320x240) with `generate_city`, and its shards with `build_shards` (ground-truth
    segmentation, a local Ray instance for the build only). Reused when the work folder already has them.
-2. Model: the RGB student exactly as the student job builds it (`train_loop.build_model`: resnet18 +
-   GeM, channels_last on CUDA, AdamW, LR schedule; Ray Train's prepare_model is replaced by a plain
-   move to the device), and a teacher built from scratch (random weights: speed does not depend on
-   them) reading the 8 one-hot categories.
+2. Model: the job from `train_loop.build_job`, and the RGB student exactly as the student job builds
+   it (`train_loop.build_model`: resnet18 + GeM, channels_last on CUDA, AdamW, LR schedule; Ray Train's
+   prepare_model is replaced by a plain move to the device). The teacher, reading the 8 one-hot
+   categories, has random weights (speed does not depend on them), saved as a checkpoint in the work
+   folder that build_job loads as a job loads its teacher.
 3. Gallery: `train_loop.refresh_gallery` (teacher and student descriptors of every training view).
 4. Training, with the job's `train_loop.train_epoch` (autocast bf16 when train.amp and CUDA):
    - warm-up steps (cuDNN algorithm search, allocator), not counted;
@@ -29,7 +30,6 @@ Exit status: 0 done; 2 no CUDA GPU (with a message; nothing is built); 1 a failu
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -39,9 +39,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python bench/gpu_student_check.py` puts bench/ first on the path, not the repo
-    sys.path.insert(0, str(REPO))
+import common  # noqa: E402  (puts the repo on sys.path)
+
+from structvpr.cli import parse_size
 
 NO_GPU = 2
 T0 = time.perf_counter()
@@ -52,12 +52,12 @@ def log(msg: str) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cuda (default) or cpu (smoke test)")
     p.add_argument("--steps", type=int, default=300,
                    help="training steps in all: 10%% warm-up, then 60%% end to end and 30%% compute only (default 300)")
     p.add_argument("--shards", help="train shards to use instead of building them")
-    p.add_argument("--size", default="320x240", help="WxH of the images (default 320x240)")
+    p.add_argument("--size", default="320x240", type=parse_size, help="WxH of the images (default 320x240)")
     p.add_argument("--preset", help="synthetic city preset (default: small on cuda, tiny on cpu)")
     p.add_argument("--places", type=int, help="P: places per batch (default 32 on cuda, 4 on cpu)")
     p.add_argument("--views", type=int, help="K: views per place (default 4 on cuda, 2 on cpu)")
@@ -66,7 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--cached", type=int, default=8, help="batches kept on the device for the compute-only phase")
     p.add_argument("--no-amp", action="store_true", help="float32 instead of autocast bf16")
     p.add_argument("--no-channels-last", action="store_true", help="contiguous NCHW instead of channels_last")
-    p.add_argument("--work", default=str(REPO / "bench" / "results" / "work" / "gpu-check"),
+    p.add_argument("--work", default=str(common.WORK / "gpu-check"),
                    help="folder for the city and shards it builds (reused by later runs)")
     p.add_argument("--out", help="JSON summary file (default WORK/summary-<device>.json)")
     args = p.parse_args(argv)
@@ -76,7 +76,6 @@ def parse_args(argv=None):
     args.views = args.views or (4 if gpu else 2)
     if args.loader_workers is None:
         args.loader_workers = max(0, min(8, (os.cpu_count() or 2) - 2)) if gpu else 0
-    args.size = tuple(int(v) for v in args.size.lower().split("x"))
     if args.steps < 3:
         p.error("--steps must be at least 3 (warm-up, end to end, compute only)")
     return args
@@ -137,12 +136,9 @@ def build_data(args) -> Path:
 
 
 def make_job(args, shards: Path, device):
-    import torch
-
+    """The weighted-KD student job, as build_job makes it, with a teacher of random weights (common.scratch_teacher)."""
     from structvpr.config import from_dict
-    from structvpr.datasets.shards.manifest import load_manifest
-    from structvpr.platform.jobs.train_loop import Job
-    from structvpr.platform.models import create_branch
+    from structvpr.platform.jobs.train_loop import build_job
     from structvpr.platform.recipe import Recipe
 
     recipe = from_dict(Recipe, {
@@ -153,17 +149,10 @@ def make_job(args, shards: Path, device):
         "train": {"epochs": 1, "seed": 0, "amp": not args.no_amp, "channels_last": not args.no_channels_last},
         "kd": {"mode": "weighted", "loss": "kl"},
     })
-    manifest = load_manifest(recipe.data.shards)
-    if list(manifest["image_size"]) != list(args.size):
-        log(f"note: the shards are {manifest['image_size'][0]}x{manifest['image_size'][1]}, not "
-            f"{args.size[0]}x{args.size[1]}; training at the shards' size")
-    job = Job(recipe, 0, 1, device, manifest, run_id="", tracking_uri="")
-    width, height = manifest["image_size"]
-    categories = len(manifest["segmentation"]["class_map"]["categories"])
-    torch.manual_seed(1)
-    job.teacher = create_branch("resnet18", categories, "gem", args.dim, image_hw=(height, width),
-                                num_classes=categories).to(device).eval()
-    job.teacher.requires_grad_(False)
+    job = build_job(recipe, 0, 1, device, teacher_ref=common.scratch_teacher(recipe, seed=1, folder=Path(args.work)))
+    if job.manifest.image_size != tuple(args.size):
+        width, height = job.manifest.image_size
+        log(f"note: the shards are {width}x{height}, not {args.size[0]}x{args.size[1]}; training at the shards' size")
     return job
 
 
@@ -247,9 +236,8 @@ class Cycle:
         return itertools.islice(itertools.cycle(self.batches), self.steps)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    check_device(args)
+def describe_device(args):
+    """The torch device and its name; logs what it is (on CUDA: memory, versions, bf16 support)."""
     import torch
 
     device = torch.device(args.device)
@@ -262,86 +250,125 @@ def main(argv=None) -> int:
     else:
         name = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
         log(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads (smoke test of the code path)")
+    return device, name
 
-    data_start = time.perf_counter()
-    shards = build_data(args)
-    data_seconds = time.perf_counter() - data_start
 
-    job = make_job(args, shards, device)
-    parts = build_student(job)
-    model = parts[0]
+def log_student(args, job, model) -> bool:
+    """Log the student's set-up; whether its convolution weights are channels_last."""
+    import torch
+
     conv = next(p for p in model.parameters() if p.dim() == 4)
     channels_last = conv.is_contiguous(memory_format=torch.channels_last) and conv.shape[1] > 1
-    images_per_step = args.places * args.views
-    w, h = job.manifest["image_size"]
+    w, h = job.manifest.image_size
     log(f"student resnet18+GeM dim {args.dim}, weighted KD (teacher from scratch), batch {args.places}x{args.views} "
-        f"= {images_per_step} images at {w}x{h}; amp bf16: {job.amp}; channels_last weights: {channels_last}; "
+        f"= {args.places * args.views} images at {w}x{h}; amp bf16: {job.amp}; channels_last weights: {channels_last}; "
         f"loader workers {args.loader_workers}")
+    return channels_last
 
-    start = time.perf_counter()
+
+def encode_gallery(job, model):
+    """train_loop.refresh_gallery, timed; (gallery, seconds)."""
     from structvpr.platform.jobs.train_loop import refresh_gallery
 
+    start = time.perf_counter()
     gallery = refresh_gallery(job, model)
-    sync(device)
-    gallery_seconds = time.perf_counter() - start
-    log(f"gallery: {gallery.labels.numel()} training views encoded by teacher and student in {gallery_seconds:.1f} s")
+    sync(job.device)
+    seconds = time.perf_counter() - start
+    log(f"gallery: {gallery.labels.numel()} training views encoded by teacher and student in {seconds:.1f} s")
+    return gallery, seconds
 
+
+def train_phases(args, job, parts, gallery) -> dict:
+    """Warm-up, end to end and compute-only steps; their results, and the peak GPU memory over them."""
+    import torch
+
+    device, images_per_step = job.device, args.places * args.views
     warm = max(1, args.steps // 10)
     e2e = max(1, round((args.steps - warm) * 2 / 3))
     compute = max(1, args.steps - warm - e2e)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
     res_warm = epoch(job, parts, gallery, warm, 0)
     log(f"warm-up: {res_warm['steps']} steps in {res_warm['seconds']:.1f} s, loss {res_warm['first_loss']:.3f}")
     res_e2e = epoch(job, parts, gallery, e2e, 1)
-    e2e_rate = res_e2e["steps"] * images_per_step / res_e2e["seconds"]
-    e2e_steady = images_per_step / res_e2e["steady_step_seconds"]
     log(f"end to end (loader -> device): {res_e2e['steps']} steps in {res_e2e['seconds']:.1f} s")
     batches = cached_batches(job, min(args.cached, compute))
     epoch(job, parts, gallery, min(3, compute), 2, loader=Cycle(batches, min(3, compute)))  # warm the cached path
     res_cmp = epoch(job, parts, gallery, compute, 3, loader=Cycle(batches, compute))
-    cmp_rate = res_cmp["steps"] * images_per_step / res_cmp["seconds"]
     log(f"compute only (cached batches): {res_cmp['steps']} steps in {res_cmp['seconds']:.1f} s")
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    reserved = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
+    cuda = device.type == "cuda"
+    return {"warm": res_warm, "e2e": res_e2e, "compute": res_cmp,
+            "e2e_rate": res_e2e["steps"] * images_per_step / res_e2e["seconds"],
+            "e2e_steady": images_per_step / res_e2e["steady_step_seconds"],
+            "cmp_rate": res_cmp["steps"] * images_per_step / res_cmp["seconds"],
+            "peak": torch.cuda.max_memory_allocated(device) if cuda else None,
+            "reserved": torch.cuda.max_memory_reserved(device) if cuda else None}
 
-    summary = {
+
+def summarise(args, job, name, channels_last, shards, data_seconds, gallery, gallery_seconds, ph) -> dict:
+    """The numbers of the run, as written to the JSON summary."""
+    import torch
+
+    res_warm, res_e2e, res_cmp = ph["warm"], ph["e2e"], ph["compute"]
+    return {
         "device": name, "torch": torch.__version__, "cuda": torch.version.cuda, "amp_bf16": job.amp,
-        "channels_last": channels_last, "image_size": [w, h], "batch": images_per_step, "dim": args.dim,
+        "channels_last": channels_last, "image_size": list(job.manifest.image_size),
+        "batch": args.places * args.views, "dim": args.dim,
         "loader_workers": args.loader_workers, "shards": str(shards), "data_seconds": data_seconds,
         "gallery_seconds": gallery_seconds, "gallery_views": int(gallery.labels.numel()),
         "steps": {"warm_up": res_warm["steps"], "end_to_end": res_e2e["steps"], "compute_only": res_cmp["steps"]},
-        "end_to_end_images_per_s": e2e_rate, "end_to_end_ms_per_step": 1e3 * res_e2e["seconds"] / res_e2e["steps"],
-        "end_to_end_steady_images_per_s": e2e_steady,
-        "compute_images_per_s": cmp_rate, "compute_ms_per_step": 1e3 * res_cmp["seconds"] / res_cmp["steps"],
-        "peak_gpu_memory_allocated_bytes": peak, "peak_gpu_memory_reserved_bytes": reserved,
+        "end_to_end_images_per_s": ph["e2e_rate"], "end_to_end_ms_per_step": 1e3 * res_e2e["seconds"] / res_e2e["steps"],
+        "end_to_end_steady_images_per_s": ph["e2e_steady"],
+        "compute_images_per_s": ph["cmp_rate"], "compute_ms_per_step": 1e3 * res_cmp["seconds"] / res_cmp["steps"],
+        "peak_gpu_memory_allocated_bytes": ph["peak"], "peak_gpu_memory_reserved_bytes": ph["reserved"],
         "loss_first_last": [res_warm["first_loss"], res_cmp["last_loss"]],
         "total_seconds": time.perf_counter() - T0,
     }
-    out = Path(args.out or Path(args.work) / f"summary-{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1))
 
+
+def print_summary(args, summary: dict, ph: dict, out: Path) -> None:
+    """The results table on stdout."""
+    w, h = summary["image_size"]
+    res_e2e, res_cmp, peak, reserved = ph["e2e"], ph["compute"], ph["peak"], ph["reserved"]
     print()
-    print(f"device:                         {name}")
-    print(f"precision / layout:             {'autocast bf16' if job.amp else 'float32'}, "
-          f"{'channels_last' if channels_last else 'NCHW'}")
-    print(f"batch:                          {args.places} places x {args.views} views = {images_per_step} images at {w}x{h}")
-    print(f"end to end (loader -> device):  {e2e_rate:,.1f} images/s  ({summary['end_to_end_ms_per_step']:.1f} ms/step, "
+    print(f"device:                         {summary['device']}")
+    print(f"precision / layout:             {'autocast bf16' if summary['amp_bf16'] else 'float32'}, "
+          f"{'channels_last' if summary['channels_last'] else 'NCHW'}")
+    print(f"batch:                          {args.places} places x {args.views} views = {summary['batch']} images at {w}x{h}")
+    print(f"end to end (loader -> device):  {ph['e2e_rate']:,.1f} images/s  ({summary['end_to_end_ms_per_step']:.1f} ms/step, "
           f"{res_e2e['steps']} steps, {args.loader_workers} loader workers, loader start-up included)")
-    print(f"  steady state, after 1st batch: {e2e_steady:,.1f} images/s  "
+    print(f"  steady state, after 1st batch: {ph['e2e_steady']:,.1f} images/s  "
           f"({1e3 * res_e2e['steady_step_seconds']:.1f} ms/step)")
-    print(f"compute only (cached batches):  {cmp_rate:,.1f} images/s  ({summary['compute_ms_per_step']:.1f} ms/step, "
+    print(f"compute only (cached batches):  {ph['cmp_rate']:,.1f} images/s  ({summary['compute_ms_per_step']:.1f} ms/step, "
           f"{res_cmp['steps']} steps)")
     if peak is not None:
         print(f"peak GPU memory:                {peak / 2**30:.2f} GiB allocated (max_memory_allocated), "
               f"{reserved / 2**30:.2f} GiB reserved")
     else:
         print("peak GPU memory:                n/a (CPU)")
-    print(f"loss:                           {res_warm['first_loss']:.3f} (first step) -> {res_cmp['last_loss']:.3f} (last)")
-    print(f"data build {data_seconds:.1f} s, gallery {gallery_seconds:.1f} s, total {summary['total_seconds']:.1f} s; "
-          f"summary: {out}")
+    print(f"loss:                           {ph['warm']['first_loss']:.3f} (first step) -> {res_cmp['last_loss']:.3f} (last)")
+    print(f"data build {summary['data_seconds']:.1f} s, gallery {summary['gallery_seconds']:.1f} s, "
+          f"total {summary['total_seconds']:.1f} s; summary: {out}")
+
+
+def main(argv=None) -> int:
+    """Check the device, build the data and the job, encode the gallery, train the phases, write and print the summary."""
+    args = parse_args(argv)
+    check_device(args)
+    device, name = describe_device(args)
+    data_start = time.perf_counter()
+    shards = build_data(args)
+    data_seconds = time.perf_counter() - data_start
+    job = make_job(args, shards, device)
+    parts = build_student(job)
+    channels_last = log_student(args, job, parts[0])
+    gallery, gallery_seconds = encode_gallery(job, parts[0])
+    phases = train_phases(args, job, parts, gallery)
+    summary = summarise(args, job, name, channels_last, shards, data_seconds, gallery, gallery_seconds, phases)
+    out = Path(args.out or Path(args.work) / f"summary-{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1))
+    print_summary(args, summary, phases, out)
     return 0
 
 

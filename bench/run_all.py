@@ -12,18 +12,19 @@ long); --full runs it with its defaults.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import common
+
 HERE = Path(__file__).resolve().parent
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--full", action="store_true", help="default runs instead of --quick")
     p.add_argument("--only", help="comma list of names (bench_NAME.py or NAME) to run")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")

@@ -190,8 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except input_errors() as exc:  # bad input: a message, not a traceback
-        print(f"structvpr: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
+    except PATH_ERRORS as exc:  # a path the user named that cannot be read or written
+        return fail(f"{exc.filename or 'a path'}: {exc.strerror or exc}; check the path and its permissions")
+
+
+# Raised by the OS for a path the user gave (unreadable folder, a file where a folder belongs, ...).
+PATH_ERRORS = (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+def fail(message: str) -> int:
+    """One line on stderr, exit status 2: what every bad input ends with."""
+    print(f"structvpr: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

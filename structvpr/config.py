@@ -7,6 +7,7 @@ reaches a Ray cluster. The resolved config is what every run saves.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -25,7 +26,10 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:  # safe_load also refuses tags that would build objects
+            raise ConfigError(f"{path} is not a valid recipe YAML file: {' '.join(str(exc).split())}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of keys, got {type(loaded).__name__}")
         data = loaded
@@ -124,6 +128,8 @@ def _convert_scalar(tp: Any, value: Any, key: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # `name=2024` on the command line means the string
     if tp is bool and not isinstance(value, bool):

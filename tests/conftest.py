@@ -29,3 +29,13 @@ def tiny_city(tmp_path_factory):
     out = tmp_path_factory.mktemp("city")
     generate_city(out, preset="tiny", seed=0, workers=1, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tiny_city, tmp_path_factory, ray_local):
+    """Shards of the tiny city at 64x48 with ground-truth segmentation (read-only for tests)."""
+    from structvpr.datasets.shards.build import BuildOptions, build_shards
+
+    out = tmp_path_factory.mktemp("tiny-shards") / "shards"
+    build_shards("vg", tiny_city, out, BuildOptions(image_size=(64, 48), progress=False))
+    return out

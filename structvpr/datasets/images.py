@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,8 @@ class SkipInput(Exception):
 def load_rgb(path: str | Path, size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode an image as RGB uint8 HxWx3, resized to size=(W, H) if given; also returns the original (W, H)."""
     path = str(path)
-    if Path(path).stat().st_size == 0:
-        raise SkipInput(Skip(path, "zero-byte image file; re-download or remove it", "unreadable_image"))
     try:
+        _check_regular_file(path)
         with Image.open(path) as img:
             original = img.size
             if size is not None:
@@ -41,9 +41,24 @@ def load_rgb(path: str | Path, size: tuple[int, int] | None = None) -> tuple[np.
                 img = img.resize(tuple(size), Image.BILINEAR)
             return np.asarray(img), original
     except _DECODE_ERRORS as exc:
-        raise SkipInput(
-            Skip(path, f"cannot decode image ({exc}); the file is truncated, corrupt or not an image", "unreadable_image")
-        ) from None
+        raise SkipInput(_unreadable(path, exc)) from None
+
+
+def _unreadable(path: str, exc: Exception) -> Skip:
+    if isinstance(exc, OSError) and exc.errno is not None:  # the file system's error, not the decoder's
+        reason = f"cannot read the file ({exc.strerror}); check that it exists and that structvpr's user may read it"
+    else:
+        reason = f"cannot decode image ({exc}); the file is truncated, corrupt or not an image"
+    return Skip(path, reason, "unreadable_image")
+
+
+def _check_regular_file(path: str) -> None:
+    """Before opening: an empty file, or one that is no longer a regular file (a pipe would block), is a skip."""
+    mode = Path(path).stat()
+    if not stat.S_ISREG(mode.st_mode):
+        raise SkipInput(Skip(path, "not a regular file (a folder, a pipe or a device); put the image there or remove it", "unreadable_image"))
+    if mode.st_size == 0:
+        raise SkipInput(Skip(path, "zero-byte image file; re-download or remove it", "unreadable_image"))
 
 
 def load_label(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 SPLITS = ("train", "val", "test")
 ROLES = ("database", "query")
@@ -13,6 +15,27 @@ class DatasetError(ValueError):
 
     The message names the file or folder and says what to do.
     """
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The first of `folder` and its parents that exists and is not a folder: where creating `folder` would fail."""
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
+@contextmanager
+def reading(what: str):
+    """An OS error while reading `what` (a dataset, a folder of labels) becomes a DatasetError naming the path.
+
+    Root ignores file modes, but the error is real for everyone else (and on NFS or FUSE for root too).
+    """
+    try:
+        yield
+    except OSError as exc:
+        where = f"{exc.filename} (in {what})" if exc.filename and str(exc.filename) not in what else what
+        raise DatasetError(
+            f"cannot read {where}: {exc.strerror or exc}; check that it exists, is what the layout expects "
+            "there, and can be read by the user running structvpr"
+        ) from None
 
 
 @dataclass(frozen=True)

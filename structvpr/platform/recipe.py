@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from structvpr.platform.losses.kd import KD_FUNCTIONS
 from structvpr.platform.losses.student_loss import KD_MODES, kd_mode
 from structvpr.platform.losses.weighting import WeightingConfig
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 @dataclass
@@ -80,6 +84,20 @@ class ScalingSection:
     """CPUs reserved per worker; fractions work (asking for more than the cluster has hangs)."""
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = "PACK"
     """STRICT_SPREAD puts each worker on a different node."""
+    memory_per_worker_gb: float = 0.0
+    """Memory Ray reserves per worker (0: none reserved)."""
+    wait_for_resources_s: float = 0.0
+    """Autoscaling clusters: how long to wait for nodes before refusing a job the cluster cannot hold yet."""
+
+    def __post_init__(self):
+        if self.num_workers < 1:
+            raise ValueError(f"scaling.num_workers must be at least 1, got {self.num_workers}")
+        for name in ("cpus_per_worker", "memory_per_worker_gb", "wait_for_resources_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"scaling.{name} must be a finite number >= 0, got {value}")
+        if self.cpus_per_worker <= 0:
+            raise ValueError(f"scaling.cpus_per_worker must be positive (fractions work), got {self.cpus_per_worker}")
 
 
 @dataclass
@@ -94,6 +112,15 @@ class RunSection:
     """Checkpoints kept, best by val recall@1."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     """Ray Train's own console messages (INFO: worker-group start, every report); its log files keep all."""
+
+    def __post_init__(self):
+        # The name becomes a folder under storage_path: it must stay inside it.
+        if self.name and not SAFE_NAME.fullmatch(self.name):
+            raise ValueError(f"run.name {self.name!r} must be one folder name: letters, digits, '.', '_' and '-', "
+                             "not starting with '.' (it becomes a folder under run.storage_path)")
+        if self.max_failures < 0 or self.keep_checkpoints < 1:
+            raise ValueError(f"run.max_failures must be >= 0 and run.keep_checkpoints >= 1, got "
+                             f"{self.max_failures} and {self.keep_checkpoints}")
 
 
 @dataclass
@@ -110,6 +137,10 @@ class KDSection:
 
     def __post_init__(self):
         kd_mode(self.mode)
+        if not math.isfinite(self.lam) or self.lam < 0:
+            raise ValueError(f"kd.lam must be a finite number >= 0, got {self.lam}")
+        if not math.isfinite(self.tau) or self.tau <= 0:
+            raise ValueError(f"kd.tau must be positive, got {self.tau}")
         if self.loss not in KD_FUNCTIONS:
             raise ValueError(f"kd.loss must be one of {', '.join(KD_FUNCTIONS)}, got {self.loss!r}")
 
@@ -130,6 +161,12 @@ class EvalSection:
     n_values: tuple[int, ...] = (1, 5, 10, 20)
     split: str = "val"
     """Split evaluated each epoch (val); `structvpr eval` takes any."""
+
+    def __post_init__(self):
+        if not math.isfinite(self.radius_m) or self.radius_m <= 0:
+            raise ValueError(f"eval.radius_m must be a positive number of metres, got {self.radius_m}")
+        if not self.n_values or min(self.n_values) < 1:
+            raise ValueError(f"eval.n_values must be positive ranks, got {list(self.n_values)}")
 
 
 @dataclass

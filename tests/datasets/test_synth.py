@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from structvpr.datasets.class_maps import CATEGORIES
+from structvpr.datasets.records import DatasetError
 from structvpr.datasets.synth import PRESETS, generate_city
 from structvpr.datasets.synth import generate as synth_generate
 from structvpr.datasets.synth.camera import traversals
@@ -165,13 +166,15 @@ def test_rerun_replaces_a_previous_city_and_refuses_foreign_folders(tmp_path):
     previous = tmp_path / "previous"
     (previous / "images" / "test" / "queries").mkdir(parents=True)
     (previous / "images" / "test" / "queries" / "stale.jpg").write_bytes(b"x")
-    (previous / "synth.json").write_text("{}")
+    (previous / "synth.json").write_text('{"preset": "tiny", "seed": 0, "settings": {}, "complete": false}')
     synth_generate._prepare(previous)
     assert not (previous / "images" / "test" / "queries" / "stale.jpg").exists()
     assert (previous / "labels" / "val" / "database").is_dir()
     foreign = tmp_path / "foreign"
     (foreign / "images").mkdir(parents=True)
-    with pytest.raises(FileExistsError):
+    (foreign / "synth.json").write_text("{}")  # a synth.json that no synth run wrote does not make it ours
+    with pytest.raises(DatasetError, match="no synth run wrote"):
         generate_city(foreign, "tiny", workers=1, progress=False)
+    assert (foreign / "images").is_dir()
     with pytest.raises(ValueError, match="unknown synth preset"):
         generate_city(tmp_path / "x", "huge", workers=1, progress=False)

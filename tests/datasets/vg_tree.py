@@ -1,7 +1,12 @@
-"""Builds small VG-layout datasets with labels for the shard tests (the synthetic city is tested on its own)."""
+"""Builds small VG-layout datasets with labels for the shard tests (the synthetic city is tested on its own),
+shards without Ray, snapshots of folders, and the check of a refused command."""
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +57,54 @@ def make_vg_tree(root: Path, places: dict[str, int] | None = None, queries_per_p
                 write_view(root, split, folder, name, *image_and_label(rng, size))
             index += 1
     return root
+
+
+def write_shards_here(pending, out, opts, done) -> None:
+    """`build.run_shard_actors` without Ray: the same ShardWriter, in this process, for tests about files, not Ray."""
+    from structvpr.datasets.shards.shard_writer import ShardWriter
+
+    writer = ShardWriter(str(out), opts.image_size)
+    for spec in pending:
+        writer.write(spec)
+
+
+def no_ray(*args, **kwargs):
+    raise AssertionError("Ray was started: bad input must be refused before ensure_ray()")
+
+
+@contextmanager
+def shards_without_ray():
+    """Builds write their shards in this process; starting Ray fails the test."""
+    import pytest
+
+    from structvpr import runtime
+    from structvpr.datasets.shards import build
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(build, "run_shard_actors", write_shards_here)
+        mp.setattr(runtime, "ensure_ray", no_ray)
+        yield
+
+
+def tree_files(folder: Path) -> dict[str, int]:
+    """Every entry under `folder`, links not followed: relative path -> size (-1 for folders)."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            info = path.lstat()
+            found[str(path.relative_to(folder))] = -1 if stat.S_ISDIR(info.st_mode) else info.st_size
+    return found
+
+
+ERROR_LINE = re.compile(r"structvpr( [a-z]+)*: error: ")
+
+
+def assert_refused(code, err: str, named) -> None:
+    """Exit status 2, one error, the last line `structvpr[ <command>]: error: ...` naming each of `named`."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert lines and ERROR_LINE.match(lines[-1]) and err.count(": error: ") == 1, err
+    for text in named:
+        assert str(text) in lines[-1], f"{text!r} not named in: {lines[-1]}"

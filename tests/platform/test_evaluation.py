@@ -8,36 +8,13 @@ import pytest
 
 from structvpr.platform.evaluation import EvalReport, evaluate_descriptors, recall_at_n
 from structvpr.platform.evaluation.positives import positives_per_query
+from structvpr.platform.evaluation.reference import public_benchmark_recalls
 from structvpr.platform.evaluation.search import search_topk
 
-N_VALUES = (1, 5, 10, 20)
 
-
-def public_benchmark_recalls(db, q, db_utm, q_utm, n_values=N_VALUES, radius=25.0):
-    """The public benchmarks' way (deep-visual-geo-localization-benchmark test.py + datasets_ws.py).
-
-    Returns their recall (over all queries) and the same counts over queries with a positive.
-    """
-    from sklearn.neighbors import NearestNeighbors
-
-    db = (db / np.linalg.norm(db, axis=1, keepdims=True)).astype(np.float32)
-    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
-    index = faiss.IndexFlatL2(db.shape[1])
-    index.add(db)
-    _, predictions = index.search(q, max(n_values))
-    knn = NearestNeighbors(n_jobs=1)
-    knn.fit(db_utm)
-    positives_per_q = knn.radius_neighbors(q_utm, radius=radius, return_distance=False)
-    recalls = np.zeros(len(n_values))
-    for query_index, pred in enumerate(predictions):
-        for i, n in enumerate(n_values):
-            if np.any(np.isin(pred[:n], positives_per_q[query_index])):
-                recalls[i:] += 1
-                break
-    with_pos = sum(len(p) > 0 for p in positives_per_q)
-    over_all = {n: r / len(q) * 100 for n, r in zip(n_values, recalls)}
-    over_with = {n: r / with_pos * 100 for n, r in zip(n_values, recalls)}
-    return over_all, over_with, len(q) - with_pos, positives_per_q
+def unit(x):
+    """L2-normalised float32 copy: what the public benchmarks' models output and their recall code reads."""
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def synthetic(seed, n_db=1500, n_q=240, dim=48, noise=1.4, dtype=np.float32):
@@ -56,7 +33,7 @@ def synthetic(seed, n_db=1500, n_q=240, dim=48, noise=1.4, dtype=np.float32):
 @pytest.mark.parametrize("chunk_size, db_block_size", [(7, None), (50, 128), (1000, 300), (8192, None)])
 def test_same_numbers_as_public_benchmarks(seed, chunk_size, db_block_size):
     db, q, db_utm, q_utm = synthetic(seed)
-    over_all, over_with, without, _ = public_benchmark_recalls(db, q, db_utm, q_utm)
+    over_all, over_with, without, _ = public_benchmark_recalls(unit(db), unit(q), db_utm, q_utm)
     report = evaluate_descriptors(db, q, db_utm, q_utm, chunk_size=chunk_size, db_block_size=db_block_size)
     assert report.recall == over_with
     assert report.recall_over_all_queries() == over_all
@@ -69,7 +46,7 @@ def test_float64_and_unnormalised_input_is_left_untouched():
     db, q, db_utm, q_utm = synthetic(3, dtype=np.float64)
     db *= 7.0
     before = db.copy()
-    _, over_with, _, _ = public_benchmark_recalls(db, q, db_utm, q_utm)
+    _, over_with, _, _ = public_benchmark_recalls(unit(db), unit(q), db_utm, q_utm)
     assert recall_at_n(db, q, db_utm, q_utm) == over_with
     np.testing.assert_array_equal(db, before)
 
@@ -85,7 +62,7 @@ def test_block_merge_equals_one_flat_index():
 
 def test_positive_lists_match_sklearn_radius_neighbors():
     db, q, db_utm, q_utm = synthetic(5)
-    *_, ref = public_benchmark_recalls(db, q, db_utm, q_utm)
+    *_, ref = public_benchmark_recalls(unit(db), unit(q), db_utm, q_utm)
     ours = positives_per_query(db_utm, q_utm, 25.0, chunk_size=17)
     assert [p.tolist() for p in ours] == [sorted(p.tolist()) for p in ref]
 

@@ -19,10 +19,8 @@ TINY = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4",
 
 
 @pytest.fixture(scope="module")
-def shards(tiny_city, tmp_path_factory, ray_local):
-    out = tmp_path_factory.mktemp("jobs") / "shards"
-    build_shards("vg", tiny_city, out, BuildOptions(image_size=(64, 48), progress=False))
-    return out
+def shards(tiny_shards):
+    return tiny_shards
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +125,7 @@ def test_eval_command_names_a_model_it_cannot_load(shards, capsys):
 
 
 def test_use_gpu_on_a_cluster_without_gpus_is_refused(shards, workdir):
-    from structvpr.platform.jobs.ray_trainer import NoGpuError
+    from structvpr.platform.jobs.resources import NoGpuError
 
     with pytest.raises(NoGpuError, match="scaling.use_gpu=true but the Ray cluster has no GPU"):
         run_training("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir, "scaling.use_gpu=true",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from structvpr.datasets.formats.registry import FORMATS, FormatReader
-from structvpr.datasets.records import DatasetError, Listing
+from structvpr.datasets.records import DatasetError, Listing, reading
 
 
 def get_format(name: str) -> FormatReader:
@@ -19,18 +19,24 @@ def get_format(name: str) -> FormatReader:
     return FORMATS[name]
 
 
+def splits_present(fmt: str, root: str | Path) -> list[str]:
+    """The splits a dataset has; a folder that cannot be read is an error naming it."""
+    with reading(f"the {fmt} dataset {root}"):
+        return get_format(fmt).splits(Path(root))
+
+
 def read_split(fmt: str, root: str | Path, split: str) -> Listing:
-    """Read one split, failing clearly when the root or the split is missing."""
+    """Read one split, failing clearly when the root or the split is missing or cannot be read."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist or is not a folder")
-    reader = get_format(fmt)
-    present = reader.splits(root)
+    present = splits_present(fmt, root)
     if split not in present:
         raise DatasetError(
             f"split {split!r} not found under {root} (format {fmt}); splits present: {present or 'none'}"
         )
-    return reader.read(root, split)
+    with reading(f"split {split!r} of the {fmt} dataset {root}"):
+        return get_format(fmt).read(root, split)
 
 
 def _load_builtin_readers() -> None:

@@ -37,13 +37,24 @@ def finite_utm(east: float, north: float) -> bool:
     return math.isfinite(east) and math.isfinite(north)
 
 
-def is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+def is_image_name(path: Path) -> bool:
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name so listings are reproducible."""
-    return sorted(p for p in folder.iterdir() if is_image(p))
+    """Entries directly in `folder` named like images, sorted by name so listings are reproducible.
+
+    Regular files or not: a reader records the others with `not_a_file` instead of dropping them silently.
+    """
+    return sorted(p for p in folder.iterdir() if is_image_name(p))
+
+
+def not_a_file(path: Path) -> Skip | None:
+    """A skip for an image entry that is not a readable regular file (dangling link, folder, pipe); else None."""
+    if path.is_file():
+        return None
+    what = "a symbolic link to nothing" if path.is_symlink() and not path.exists() else "not a regular file"
+    return Skip(absolute(path), f"{what}; put the image file there or remove the entry", "unreadable_image")
 
 
 def require_folder(folder: Path, layout: str) -> Path:
@@ -62,14 +73,17 @@ def require_images(folder: Path, layout: str) -> list[Path]:
 
 
 def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a CSV as dicts; a missing required column is a layout error naming the file."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in columns]
-        if missing:
-            raise DatasetError(f"{path} lacks column(s) {missing}; it has {columns}")
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    """Rows of a CSV as dicts; a missing required column, or a file that is not UTF-8 CSV, is an error naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in columns]
+            if missing:
+                raise DatasetError(f"{path} lacks column(s) {missing}; it has {columns}")
+            return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path} is not a readable UTF-8 CSV file ({exc}); re-download it") from None
 
 
 def parse_flag(value: str | None) -> bool | None:

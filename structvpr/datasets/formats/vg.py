@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from structvpr.datasets.formats.registry import register
-from structvpr.datasets.formats._common import absolute, collect, finite_utm, require_images
+from structvpr.datasets.formats._common import absolute, collect, finite_utm, not_a_file, require_images
 from structvpr.datasets.records import SPLITS, ImageRecord, Listing, Skip
 from structvpr.datasets.vg_names import parse_vg_name
 
@@ -44,6 +44,9 @@ def _label_folder(root: Path, split: str, folder: str) -> Path | None:
 
 
 def _entry(path: Path, split: str, role: str, labels: Path | None) -> ImageRecord | Skip:
+    skip = not_a_file(path)
+    if skip is not None:
+        return skip
     try:
         vg = parse_vg_name(path.name)
     except ValueError as err:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from structvpr.datasets.records import DatasetError
+from structvpr.datasets.records import DatasetError, file_in_the_way
 from structvpr.datasets.segmentation.model import IMAGENET_MEAN, IMAGENET_STD, build_model
 
 FORMAT = "structvpr-segmentation/1"
@@ -61,6 +61,21 @@ def save_checkpoint(ckpt: SegCheckpoint, path: str | Path) -> Path:
     return path
 
 
+def check_target(path: Path) -> None:
+    """Before training: `--out` names a file that is new, or a checkpoint of ours to replace; nothing else."""
+    blocker = file_in_the_way(path.parent)
+    if blocker is not None:
+        raise CheckpointError(f"cannot write the checkpoint {path}: {blocker} is a file, not a folder")
+    if path.is_dir():
+        raise CheckpointError(f"--out {path} is a folder; name the checkpoint file to write, e.g. {path / 'seg.ckpt'}")
+    if path.exists() or path.is_symlink():
+        try:
+            load_checkpoint(path)
+        except CheckpointError:
+            raise CheckpointError(f"--out {path} exists and is not a segmentation checkpoint; seg train replaces "
+                                  "only its own checkpoints: choose another --out") from None
+
+
 def load_checkpoint(path: str | Path) -> SegCheckpoint:
     path = Path(path)
     if not path.is_file():
@@ -82,6 +97,46 @@ def load_checkpoint(path: str | Path) -> SegCheckpoint:
     if missing:
         raise CheckpointError(f"segmentation checkpoint {path} lacks {missing}: written by another version?")
     values = {k: payload[k] for k in _FIELDS if k in payload}
-    values["image_size"] = tuple(values["image_size"])
-    values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
+    wrong = _wrong_types(values)
+    if wrong:
+        raise CheckpointError(f"segmentation checkpoint {path} has {wrong}; it was not written by `structvpr seg train` "
+                              "or was altered: train it again")
+    for key in ("image_size", "mean", "std"):  # mean and std may be absent: the defaults apply
+        if key in values:
+            values[key] = tuple(values[key])
     return SegCheckpoint(**values)
+
+
+def _numbers(value, count: int, kind: type) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == count and all(
+        isinstance(v, kind) and not isinstance(v, bool) and v > 0 for v in value)
+
+
+def _wrong_types(values: dict) -> str | None:
+    """The first field of a checkpoint payload that is not what `seg train` writes, described; None if all are."""
+    checks = {
+        "arch": lambda v: isinstance(v, str) and v != "",
+        "encoder": lambda v: isinstance(v, str) and v != "",
+        "class_map": lambda v: isinstance(v, str),
+        "num_classes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "image_size": lambda v: _numbers(v, 2, int),
+        "state_dict": lambda v: isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values()),
+        "mean": lambda v: _numbers(v, 3, (int, float)),
+        "std": lambda v: _numbers(v, 3, (int, float)),
+        "metrics": lambda v: isinstance(v, dict),
+    }
+    for name, ok in checks.items():
+        if name in values and not ok(values[name]):
+            return f"a bad {name!r} ({type(values[name]).__name__}: {str(values[name])[:60]})"
+    return None
+
+
+def build_checked(ckpt: SegCheckpoint, path: str | Path) -> nn.Module:
+    """The checkpoint's network with its weights; weights that do not fit its arch/encoder are a CheckpointError."""
+    try:
+        return ckpt.build()
+    except Exception as exc:  # smp's KeyError for an unknown encoder, torch's RuntimeError for mismatched weights
+        raise CheckpointError(
+            f"segmentation checkpoint {path}: its weights do not build a {ckpt.arch}/{ckpt.encoder} model "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); train it again with `structvpr seg train`"
+        ) from None

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from structvpr.datasets.class_maps import CATEGORIES, ClassMap, available_class_maps, load_class_map
-from structvpr.datasets.records import SPLITS, DatasetError, Skip
+from structvpr.datasets.records import SPLITS, DatasetError, Skip, reading
 
 LAYOUTS = ("vg", "cityscapes")
 VG_ROLE_DIRS = ("database", "queries")
@@ -39,6 +39,8 @@ class LabelledSet:
 
 def detect_layout(root: str | Path) -> str:
     root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"labelled data {root} does not exist or is not a folder; check --data")
     if (root / "images").is_dir() and (root / "labels").is_dir():
         return "vg"
     if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
@@ -134,10 +136,10 @@ def _category_names(doc) -> dict[int, str]:
 
 
 def read_pair(pair: LabelledPair, class_map: ClassMap) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 (H, W, 3) and its category map uint8 (H, W); bad labels raise naming the file."""
-    with Image.open(pair.image) as im:
+    """RGB uint8 (H, W, 3) and its category map uint8 (H, W); bad images and labels raise naming the file."""
+    with reading(f"the image {pair.image}"), Image.open(pair.image) as im:
         rgb = np.asarray(im.convert("RGB"))
-    with Image.open(pair.label) as lab:
+    with reading(f"the label {pair.label}"), Image.open(pair.label) as lab:
         if lab.mode not in ("L", "P"):
             raise DatasetError(f"label {pair.label} has mode {lab.mode}; labels are single-channel uint8 PNGs")
         if lab.size != (rgb.shape[1], rgb.shape[0]):

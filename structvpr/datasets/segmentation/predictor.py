@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from structvpr.datasets.class_maps import ClassMap, load_class_map
 from structvpr.datasets.records import DatasetError
-from structvpr.datasets.segmentation.checkpoint import load_checkpoint
+from structvpr.datasets.segmentation.checkpoint import build_checked, load_checkpoint
 from structvpr.datasets.segmentation.model import (
     IMAGENET_MEAN, IMAGENET_STD, input_multiple, normalise, pad_to_multiple,
 )
@@ -80,7 +80,7 @@ class SegmentationPredictor:
 
     def _load_checkpoint(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
-        self.model = ckpt.build()
+        self.model = build_checked(ckpt, path)
         self.image_size = self.image_size or tuple(ckpt.image_size)
         self.mean, self.std = ckpt.mean, ckpt.std
         # Our models predict category ids directly.

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from structvpr.datasets.class_maps import CATEGORIES, NUM_CATEGORIES, VOID, ClassMap
-from structvpr.datasets.records import DatasetError
-from structvpr.datasets.segmentation.checkpoint import SegCheckpoint, save_checkpoint
+from structvpr.datasets.records import DatasetError, reading
+from structvpr.datasets.segmentation.checkpoint import SegCheckpoint, check_target, save_checkpoint
 from structvpr.datasets.segmentation.labelled_data import (
     LabelledPair, LabelledSet, labelled_splits, list_labelled, read_pair,
 )
@@ -88,14 +88,16 @@ def train_segmentation(data: str | Path, out: str | Path, config: SegTrainConfig
     epochs, image_size, batch_size, lr, seed = cfg.epochs, cfg.image_size, cfg.batch_size, cfg.lr, cfg.seed
     arch, encoder, max_steps = cfg.arch, cfg.encoder, cfg.max_steps
     data, out = Path(data), Path(out)
+    check_target(out)
     torch.manual_seed(seed)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    train_set = list_labelled(data, "train")
-    val_set = list_labelled(data, "val") if "val" in labelled_splits(data) else None
+    with reading(f"the labelled data {data}"):
+        train_set = list_labelled(data, "train")
+        val_set = list_labelled(data, "val") if "val" in labelled_splits(data) else None
     train_loader = _loader(train_set, image_size, batch_size, True, seed, device, num_workers)
     val_loader = _loader(val_set, image_size, batch_size, False, seed, device, num_workers) if val_set else None
 
-    model = build_model(arch, encoder, NUM_CATEGORIES).to(device)
+    model = _new_model(arch, encoder).to(device)
     total_steps = epochs * len(train_loader) if max_steps is None else min(max_steps, epochs * len(train_loader))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
@@ -126,6 +128,14 @@ def train_segmentation(data: str | Path, out: str | Path, config: SegTrainConfig
     bar.close()
     _save(model, arch, encoder, train_set, image_size, metrics, out)
     return metrics
+
+
+def _new_model(arch: str, encoder: str) -> torch.nn.Module:
+    try:
+        return build_model(arch, encoder, NUM_CATEGORIES)
+    except (KeyError, ValueError) as exc:  # smp: "Wrong architecture type ..." / "Wrong encoder name ..."
+        raise DatasetError(f"cannot build a segmentation model with --arch {arch!r} --encoder {encoder!r}: "
+                           f"{' '.join(str(exc).split())[:240]}") from None
 
 
 def _train_epoch(model, loader, step_fn, bar, epoch: int, budget: int) -> tuple[list[float], int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 DEFAULT_ARCH = "FPN"
@@ -25,9 +26,14 @@ class SegTrainConfig:
     """Stop after this many optimiser steps (None: all epochs)."""
 
     def __post_init__(self):
-        numbers = (self.epochs, self.batch_size, self.max_steps or 1, *self.image_size)
-        if len(self.image_size) != 2 or min(numbers) < 1:
-            raise ValueError(f"epochs, batch_size, max_steps and image_size (W, H) must be positive, got "
-                             f"{self.epochs}, {self.batch_size}, {self.max_steps}, {self.image_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            size = "x".join(str(v) for v in self.image_size)
+            raise ValueError(f"image_size (--size) must be WxH with both at least 8 pixels, got {size}")
+        counts = {"epochs": self.epochs, "batch_size": self.batch_size, "max_steps": self.max_steps}
+        for name, value in counts.items():
+            if value is not None and value < 1:
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be at least 1, got {value}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr (--lr) must be a positive number, got {self.lr}")
+        if self.seed < 0:
+            raise ValueError(f"seed (--seed) must be 0 or more, got {self.seed}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -39,12 +41,34 @@ def assemble_manifest(out_dir: Path, settings: dict, shard_stats: list[dict], sk
         "skipped": {"count": len(skipped), "by_kind": dict(sorted(by_kind.items())), "file": SKIPPED,
                     "examples": skipped[:20]},
     }
-    with open(out_dir / SKIPPED, "w") as f:
+    with atomic_text(out_dir / SKIPPED) as f:
         for row in skipped:
             f.write(json.dumps(row) + "\n")
     _write_sizes(out_dir, shards)
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
+
+
+def temporary_name(path: Path) -> Path:
+    """Where a file of a build is written before it is renamed into place (`--overwrite` knows the pattern)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def atomic_text(path: Path):
+    """A text file written whole or not at all; renamed over `path`, so a symlink there is replaced, never followed."""
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "w") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_text(path) as f:
+        f.write(text)
 
 
 def _split_totals(shards: list[dict]) -> dict:
@@ -65,7 +89,7 @@ def _write_sizes(out_dir: Path, shards: list[dict]) -> None:
         folder, name = s["path"].rsplit("/", 1)
         folders.setdefault(folder, {})[name] = s["samples"]
     for folder, sizes in folders.items():
-        (out_dir / folder / SIZES).write_text(json.dumps(sizes, indent=1))
+        write_text_atomic(out_dir / folder / SIZES, json.dumps(sizes, indent=1))
 
 
 def load_manifest(shard_dir: str | Path) -> dict:
@@ -97,9 +121,11 @@ class Manifest:
         path = Path(shard_dir) / MANIFEST
         if not path.is_file():
             raise DatasetError(f"no {MANIFEST} in {shard_dir}: not a shard folder; build one with `structvpr data shards`")
-        raw = path.read_bytes()
         try:
+            raw = path.read_bytes()
             data = json.loads(raw)
+        except OSError as exc:
+            raise DatasetError(f"cannot read {path} ({exc.strerror or exc}); check its permissions") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DatasetError(f"{path} is not valid JSON ({exc}); rebuild the shards") from None
         manifest = cls(Path(shard_dir), data, hashlib.sha256(raw).hexdigest())
@@ -148,6 +174,8 @@ def _manifest_problem(data) -> str | None:
     categories = class_map.get("categories") if isinstance(class_map, dict) else None
     if not isinstance(categories, dict) or not categories:
         return "segmentation.class_map.categories is missing or empty"
+    if not all(isinstance(k, str) and k.isdigit() for k in categories):
+        return f"segmentation.class_map.categories must map ids ('0', '1', ...) to names, got keys {list(categories)[:8]}"
     shards = data.get("shards")
     if not isinstance(shards, list) or not all(isinstance(s, dict) and isinstance(s.get("path"), str)
                                                and isinstance(s.get("samples"), int) for s in shards):

@@ -14,6 +14,7 @@ from structvpr.datasets.places import PlaceOptions, group_places, pick_views
 from structvpr.datasets.records import ImageRecord, Listing, Skip
 
 EVAL_FOLDERS = {"database": "database", "query": "queries"}
+SHARD_KINDS = ("places", *EVAL_FOLDERS.values())  # shard file names: <split>/<kind>-NNNNNN.tar
 
 
 @dataclass

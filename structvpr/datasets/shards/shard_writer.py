@@ -18,6 +18,7 @@ import webdataset as wds
 
 from structvpr.datasets.images import SkipInput, encode_jpeg, encode_png, load_label, load_rgb
 from structvpr.datasets.records import ImageRecord, Skip
+from structvpr.datasets.shards.manifest import temporary_name, write_text_atomic
 from structvpr.datasets.shards.plan import SampleSpec, ShardSpec
 
 STATS_SUFFIX = ".stats.json"
@@ -80,7 +81,7 @@ class ShardWriter:
         target = self.out_dir / spec.path
         target.parent.mkdir(parents=True, exist_ok=True)
         stats = ShardStats(spec.path)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = temporary_name(target)
         with open(tmp, "wb") as stream:
             # Fixed mtime and owner make the tar a pure function of its samples. An int mtime: a float
             # makes tarfile add a pax header per member (21% larger shards, readers 15% slower; measured).
@@ -97,7 +98,7 @@ class ShardWriter:
         stats.sha256 = sha256_file(tmp)
         stats.seconds = round(time.perf_counter() - start, 3)
         os.replace(tmp, target)
-        _write_json_atomic(stats_path(target), stats.to_dict())
+        write_text_atomic(stats_path(target), json.dumps(stats.to_dict(), indent=1))
         return stats
 
     def _load_chunk(self, samples: list[SampleSpec], stats: ShardStats):
@@ -167,9 +168,3 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
         while data := f.read(block):
             digest.update(data)
     return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)

@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from structvpr.datasets.class_maps import CATEGORIES
+from structvpr.datasets.records import DatasetError, file_in_the_way
 from structvpr.datasets.synth.camera import ROLE_DIRS, Shot, traversals
 from structvpr.datasets.synth.city import SPLITS, City, Props, build_city
 from structvpr.datasets.synth.conditions import CONDITIONS, finish
@@ -38,6 +39,7 @@ def generate_city(out: str | Path, preset: str = "small", seed: int = 0, image_s
     if image_size is not None:
         cfg = replace(cfg, image_size=(int(image_size[0]), int(image_size[1])))
     out = Path(out)
+    _check_arguments(out, seed, workers)
     start = time.perf_counter()
     shots = traversals(build_city(cfg, seed), cfg, seed)
     _prepare(out)
@@ -51,13 +53,33 @@ def generate_city(out: str | Path, preset: str = "small", seed: int = 0, image_s
     return summary
 
 
+def _check_arguments(out: Path, seed: int, workers: int) -> None:
+    """Everything that would fail later, checked before anything is rendered or written."""
+    if seed < 0:
+        raise DatasetError(f"--seed must be 0 or more, got {seed}")
+    if workers < 1:
+        raise DatasetError(f"--workers must be at least 1, got {workers}")
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        raise DatasetError(f"cannot write the city to {out}: {blocker} is a file, not a folder; choose another folder")
+
+
+def _is_ours(out: Path) -> bool:
+    """A folder a synth run wrote: its synth.json names the preset and the seed."""
+    try:
+        meta = json.loads((out / "synth.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and {"preset", "seed", "settings"} <= set(meta)
+
+
 def _prepare(out: Path) -> None:
     """Make the folders; a previous synthetic city in OUT is replaced, anything else there is left alone."""
-    if (out / "synth.json").is_file():
+    if _is_ours(out):
         for kind in ("images", "labels"):
             shutil.rmtree(out / kind, ignore_errors=True)
-    elif out.is_dir() and any((out / kind).exists() for kind in ("images", "labels")):
-        raise FileExistsError(f"{out} already holds images/ or labels/ that no synth run wrote; choose an empty folder")
+    elif any((out / kind).exists() for kind in ("images", "labels")):
+        raise DatasetError(f"{out} already holds images/ or labels/ that no synth run wrote; choose an empty folder")
     for kind in ("images", "labels"):
         for split in SPLITS:
             for role_dir in ROLE_DIRS.values():

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from structvpr.datasets.records import DatasetError
+
+MIN_SIDE = 16  # pixels: smaller renders hold no recognisable structure
 ALL_QUERY_CONDITIONS = ("night", "dusk", "winter", "autumn", "fog", "repainted")
 
 
@@ -21,10 +24,13 @@ class Preset:
 
     def __post_init__(self):
         if self.blocks_x < 4 or self.blocks_y < 2:
-            raise ValueError("a city needs at least 4 x 2 blocks to hold three separated splits")
+            raise DatasetError("a city needs at least 4 x 2 blocks to hold three separated splits")
         unknown = set(self.query_conditions) - set(ALL_QUERY_CONDITIONS)
         if unknown:
-            raise ValueError(f"unknown query conditions {sorted(unknown)}; choose from {ALL_QUERY_CONDITIONS}")
+            raise DatasetError(f"unknown query conditions {sorted(unknown)}; choose from {ALL_QUERY_CONDITIONS}")
+        if len(self.image_size) != 2 or min(self.image_size) < MIN_SIDE:
+            size = "x".join(str(v) for v in self.image_size)
+            raise DatasetError(f"--size must be WxH with both at least {MIN_SIDE} pixels, got {size}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,5 +51,5 @@ PRESETS: dict[str, Preset] = {
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown synth preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise DatasetError(f"unknown synth preset {name!r} (--preset); choose one of {sorted(PRESETS)}")
     return PRESETS[name]

@@ -1,4 +1,4 @@
-"""Evaluation: exact FAISS search, UTM positives, recall@N per condition, MLflow metrics and plots."""
+"""Evaluation: encoding eval shards, exact FAISS search, UTM positives, recall@N per condition, plots, `structvpr eval`."""
 
 from .recall import EvalReport, evaluate_descriptors, recall_at_n
 

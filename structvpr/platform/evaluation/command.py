@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+from structvpr.config import ConfigError
 from structvpr.datasets.shards.manifest import Manifest
 from structvpr.platform.evaluation.evaluate import evaluate_branch, write_eval_artifacts
 from structvpr.platform.store.references import check_fits_shards, load_branch
@@ -14,7 +16,11 @@ def run_eval(model_ref: str, shards: str, split: str = "test", radius_m: float =
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not math.isfinite(radius_m) or radius_m <= 0:
+        raise ConfigError(f"--radius must be a positive number of metres, got {radius_m:g}")
     manifest = Manifest.load(shards)
+    for role in ("database", "queries"):  # a missing split fails here, not after the other was encoded
+        manifest.shard_paths(split, role)
     model, trained_on = load_branch(model_ref, device)
     check_fits_shards(model, trained_on, manifest, "model")
     report, db, queries = evaluate_branch(model, shards, split, device, radius_m=radius_m, progress=progress)

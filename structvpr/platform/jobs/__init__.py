@@ -1,1 +1,1 @@
-"""Ray Train jobs: the teacher (segmentation branch) and the weighted-KD student (RGB branch)."""
+"""Ray Train jobs, and only what runs them: the teacher (segmentation branch) and the weighted-KD student (RGB branch)."""

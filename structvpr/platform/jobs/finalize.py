@@ -30,8 +30,7 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
 
     ckpt = best_checkpoint_path(result)
     state = load_state(ckpt)
-    model = branch_from_state(state).for_inference()  # as it is served, and as it is logged
-    model.trained_on = state.get("trained_on", {})
+    model = branch_from_state(state, ckpt).for_inference()  # as it is served, and as it is logged
     report, _, queries = evaluate_branch(model, recipe.data.shards, recipe.eval.split, "cpu",
                                          recipe.eval.n_values, recipe.eval.radius_m, progress=progress)
     metrics = {f"best_{recipe.eval.split}_{k}": v for k, v in report.to_metrics().items()}
@@ -39,7 +38,8 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
         log_artifacts(recipe, report, len(queries.keys))
-        version = log_model(model, manifest.image_size, recipe.kind if recipe.tracking.register else None)
+        version = log_model(model, manifest.image_size, state.get("trained_on", {}),
+                            recipe.kind if recipe.tracking.register else None)
         mlflow.set_tags({"structvpr.eval_manifest": manifest.hash, "structvpr.checkpoint": ckpt})
     finish_run(uri, run_id)
     summary = {"run_name": name, "mlflow_run_id": run_id, "checkpoint": ckpt, "epochs": state["epoch"],

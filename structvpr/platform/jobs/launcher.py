@@ -70,11 +70,11 @@ def run_training(kind: str, config: str | None, overrides: list[str], progress: 
     if done.is_file():
         print(f"run {name} already finished; its summary is in {done} (set run.name=... to train again)")
         return json.loads(done.read_text())
-    from structvpr.platform.jobs.ray_trainer import check_gpus
+    from structvpr.platform.jobs.resources import check_cluster_fits
     from structvpr.runtime import ensure_ray
 
     ensure_ray()
-    check_gpus(recipe)  # before an MLflow run is opened for a job that could never start
+    check_cluster_fits(recipe)  # before an MLflow run is opened for a job that could never start
     uri = resolve_tracking_uri(recipe.tracking.uri)
     run_id = start_or_resume_run(uri, recipe.tracking.experiment, name, flatten(asdict(recipe)),
                                  tags={"structvpr.kind": kind, "structvpr.train_manifest": manifest.hash})

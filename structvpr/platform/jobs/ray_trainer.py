@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 
-from structvpr.config import ConfigError
+from structvpr.platform.jobs.resources import WorkerRequest
 from structvpr.platform.recipe import Recipe
 
 SCORE = "val_recall_at_1"
@@ -33,7 +33,7 @@ def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str, pro
     from structvpr.platform.jobs.train_loop import train_loop_per_worker
 
     s = recipe.scaling
-    resources = {"CPU": s.cpus_per_worker} | ({"GPU": 1} if s.use_gpu else {})
+    resources = WorkerRequest.from_scaling(s).bundle
     env = {"MLFLOW_TRACKING_URI": tracking_uri, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}
     return TorchTrainer(
         train_loop_per_worker,
@@ -51,22 +51,6 @@ def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str, pro
             worker_runtime_env={"env_vars": env},
         ),
     )
-
-
-class NoGpuError(ConfigError):
-    """scaling.use_gpu on a Ray cluster without GPUs: Ray Train would wait for them forever."""
-
-
-def check_gpus(recipe: Recipe) -> None:
-    """Refuse use_gpu on a cluster that has no GPU at all, instead of a job pending without end."""
-    import ray
-
-    if not recipe.scaling.use_gpu:
-        return
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus == 0:
-        raise NoGpuError("scaling.use_gpu=true but the Ray cluster has no GPU; set scaling.use_gpu=false to train "
-                         "on the CPU, or start Ray nodes with GPUs (`ray start --num-gpus N`)")
 
 
 def fit(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress: bool = True):

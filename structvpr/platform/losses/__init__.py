@@ -1,4 +1,4 @@
-"""Losses: the metric loss on place batches and the per-sample distillation terms."""
+"""Losses: the metric loss on place batches, per-sample distillation, StructVPR weighting, the student's objective."""
 
 from structvpr.platform.losses.kd import KD_FUNCTIONS, kd_mse, kd_per_sample, kd_similarity_kl
 from structvpr.platform.losses.metric import MetricLoss

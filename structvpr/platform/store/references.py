@@ -7,11 +7,10 @@ from pathlib import Path
 from torch import nn
 
 from structvpr.datasets.shards.manifest import Manifest
-from structvpr.platform.store.checkpoint import branch_from_state, load_state
+from structvpr.platform.store.checkpoint import ModelSourceError, branch_from_state, load_state
+from structvpr.platform.store.logged_model import load_logged_branch
 
-
-class ModelSourceError(ValueError):
-    """A model reference that cannot be loaded; the message names it and says what is accepted."""
+__all__ = ["ModelSourceError", "check_fits_shards", "load_branch"]
 
 
 def load_branch(ref: str, device="cpu") -> tuple[nn.Module, dict]:
@@ -22,23 +21,16 @@ def load_branch(ref: str, device="cpu") -> tuple[nn.Module, dict]:
     if not path.exists():
         raise ModelSourceError(f"model {ref!r} not found: give a checkpoint folder or state.pt, runs:/<run id>/model, "
                                "or models:/<name>@<alias>")
-    try:
-        state = load_state(path)
-    except (FileNotFoundError, RuntimeError, KeyError) as exc:
-        raise ModelSourceError(f"{ref} is not a structvpr checkpoint ({exc})") from None
-    model = branch_from_state(state).to(device).for_inference()
-    return model, dict(state.get("trained_on", {}))
+    state = load_state(path)  # data only: a ModelSourceError naming the file for anything else
+    model = branch_from_state(state, str(path)).to(device).for_inference()
+    trained_on = state.get("trained_on")
+    return model, dict(trained_on) if isinstance(trained_on, dict) else {}
 
 
 def _from_mlflow(ref: str, device) -> tuple[nn.Module, dict]:
-    import mlflow
-    import mlflow.pytorch
-
-    try:
-        model = mlflow.pytorch.load_model(ref, map_location=device)
-    except Exception as exc:  # MLflow raises many types for a bad URI; all mean the same to the user
-        raise ModelSourceError(f"cannot load {ref} from MLflow at {mlflow.get_tracking_uri()}: {exc}") from None
-    return model.to(device).for_inference(), dict(getattr(model, "trained_on", {}) or {})
+    """spec.json + weights.safetensors of the logged model: nothing of the artifact is unpickled or run."""
+    model, trained_on = load_logged_branch(ref)
+    return model.to(device).for_inference(), trained_on
 
 
 def check_fits_shards(model: nn.Module, trained_on: dict, manifest: Manifest, role: str) -> None:
@@ -51,6 +43,10 @@ def check_fits_shards(model: nn.Module, trained_on: dict, manifest: Manifest, ro
             raise ModelSourceError(f"the teacher reads {model.num_classes} classes but the shards hold {categories}; "
                                    "train the teacher on shards with the same class map")
     size = trained_on.get("image_size")
+    if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2
+                                 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ModelSourceError(f"the {role}'s record of its training holds image_size {size!r}, not [width, height]; "
+                               "it was not written by structvpr: retrain or re-register the model")
     if size and tuple(size) != manifest.image_size:
         width, height = manifest.image_size
         raise ModelSourceError(f"the {role} was trained at {size[0]}x{size[1]} but the shards are "

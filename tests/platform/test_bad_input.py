@@ -1,0 +1,140 @@
+"""The bad-input matrix of the training commands: every path, number and reference they take gets a bad value.
+
+Each case runs `structvpr ...` in-process and checks what a user sees: exit status 2, one line
+`structvpr: error: ...` that names the bad value, no traceback, and nothing written or deleted
+in the working folder. Every case fails before Ray or MLflow start: checks come first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from structvpr.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "tiny"
+TEACHER = ["train", "teacher", "--config", str(CONFIGS / "teacher.yaml")]
+STUDENT = ["train", "student", "--config", str(CONFIGS / "student.yaml")]
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+def run_cli(argv, folder, capsys, monkeypatch):
+    """(exit status, stderr) of `structvpr argv` run in `folder`, which must be left as it was."""
+    monkeypatch.chdir(folder)
+    before = snapshot(folder)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert snapshot(folder) == before, "a refused command wrote or deleted files"
+    return code, err
+
+
+def assert_refused(code, err, *named):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert lines and ": error:" in lines[-1], err
+    for text in named:
+        assert text in lines[-1], f"{text!r} not named in: {lines[-1]}"
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A working folder with a few bad files and folders to name."""
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "broken.yaml").write_text("data: {shards: [unclosed\n")
+    (tmp_path / "crafted.yaml").write_text('data: !!python/object/apply:os.system ["touch PWNED"]\n')
+    (tmp_path / "nomanifest").mkdir()
+    (tmp_path / "badmanifest").mkdir()
+    (tmp_path / "badmanifest" / "manifest.json").write_text('{"image_size": [64')
+    return tmp_path
+
+
+RECIPE_CASES = [
+    # (extra argv, text the message must name)
+    (["data.shards=nowhere"], "nowhere"),
+    (["data.shards=nomanifest"], "nomanifest"),
+    (["data.shards=badmanifest"], "manifest.json"),
+    (["data.shards=garbage.pt"], "garbage.pt"),
+    (["train.epochs=0"], "train.epochs"),
+    (["train.epochs=many"], "many"),
+    (["train.lr=-1"], "train.lr"),
+    (["train.lr=.nan"], "nan"),
+    (["train.seed=1.5"], "train.seed"),
+    (["data.places_per_batch=0"], "data.places_per_batch"),
+    (["data.views_per_place=1"], "data.views_per_place"),
+    (["data.batches_per_epoch=-3"], "data.batches_per_epoch"),
+    (["scaling.num_workers=0"], "scaling.num_workers"),
+    (["scaling.cpus_per_worker=-1"], "scaling.cpus_per_worker"),
+    (["scaling.memory_per_worker_gb=-2"], "scaling.memory_per_worker_gb"),
+    (["scaling.use_gpu=maybe"], "maybe"),
+    (["scaling.placement_strategy=EVERYWHERE"], "EVERYWHERE"),
+    (["run.name=../../escape"], "../../escape"),
+    (["run.name=/abs/path"], "/abs/path"),
+    (["run.max_failures=-1"], "run.max_failures"),
+    (["eval.radius_m=-5"], "eval.radius_m"),
+    (["eval.n_values=[0,5]"], "eval.n_values"),
+    (["kd.mode=bogus"], "bogus"),
+    (["kd.loss=cosine"], "cosine"),
+    (["kd.lam=-1"], "kd.lam"),
+    (["kd.tau=0"], "kd.tau"),
+    (["kd.weighting.noisy_rank=0"], "noisy_rank"),
+    (["kd.weighting.w_high=-1"], "w_high"),
+    (["train.epoch=3"], "train.epoch"),
+    (["trian.epochs=3"], "trian"),
+    (["train.epochs"], "train.epochs"),
+]
+
+
+@pytest.mark.parametrize("extra,named", RECIPE_CASES, ids=[c[0][0] for c in RECIPE_CASES])
+def test_teacher_recipe_values(inputs, capsys, monkeypatch, extra, named):
+    argv = TEACHER + ([] if any(e.startswith("data.shards=") for e in extra) else ["data.shards=nomanifest"])
+    code, err = run_cli(argv + extra, inputs, capsys, monkeypatch)
+    assert_refused(code, err, named)
+
+
+@pytest.mark.parametrize("config,named", [("nowhere.yaml", "nowhere.yaml"), ("list.yaml", "list.yaml"),
+                                          ("broken.yaml", "broken.yaml"), ("crafted.yaml", "crafted.yaml"),
+                                          ("garbage.pt", "garbage.pt")])
+def test_recipe_files(inputs, capsys, monkeypatch, config, named):
+    code, err = run_cli(["train", "teacher", "--config", config], inputs, capsys, monkeypatch)
+    assert_refused(code, err, named)
+    assert not (inputs / "PWNED").exists()
+
+
+@pytest.mark.parametrize("teacher,named", [("teacher=nowhere.pt", "nowhere.pt"), ("teacher=garbage.pt", "garbage.pt"),
+                                           ("teacher=nomanifest", "nomanifest")])
+def test_student_teacher_references(inputs, tiny_shards, capsys, monkeypatch, teacher, named):
+    code, err = run_cli(STUDENT + [f"data.shards={tiny_shards}", teacher], inputs, capsys, monkeypatch)
+    assert_refused(code, err, named)
+
+
+def test_student_without_teacher(inputs, capsys, monkeypatch):
+    code, err = run_cli(STUDENT + ["data.shards=nomanifest", "kd.mode=plain"], inputs, capsys, monkeypatch)
+    assert_refused(code, err, "teacher")
+
+
+EVAL_CASES = [
+    (["--model", "garbage.pt", "--shards", "nowhere"], "nowhere"),
+    (["--model", "garbage.pt", "--shards", "badmanifest"], "manifest.json"),
+    (["--model", "nowhere.pt", "--shards", "{shards}"], "nowhere.pt"),
+    (["--model", "garbage.pt", "--shards", "{shards}"], "garbage.pt"),
+    (["--model", "garbage.pt", "--shards", "{shards}", "--split", "winter"], "winter"),
+    (["--model", "garbage.pt", "--shards", "{shards}", "--radius", "-5"], "-5"),
+    (["--model", "garbage.pt", "--shards", "{shards}", "--radius", "nan"], "nan"),
+    (["--model", "garbage.pt", "--shards", "{shards}", "--radius", "far"], "far"),
+]
+
+
+@pytest.mark.parametrize("args,named", EVAL_CASES, ids=[" ".join(c[0][1::2]) + " " + c[1] for c in EVAL_CASES])
+def test_eval_arguments(inputs, tiny_shards, capsys, monkeypatch, args, named):
+    argv = ["eval"] + [a.format(shards=tiny_shards) for a in args]
+    code, err = run_cli(argv, inputs, capsys, monkeypatch)
+    assert_refused(code, err, named)
