@@ -138,3 +138,11 @@ def test_eval_arguments(inputs, tiny_shards, capsys, monkeypatch, args, named):
     argv = ["eval"] + [a.format(shards=tiny_shards) for a in args]
     code, err = run_cli(argv, inputs, capsys, monkeypatch)
     assert_refused(code, err, named)
+
+
+@pytest.mark.parametrize("args,named", [(["--preset", "bogus"], "bogus"), (["--seed", "-1"], "-1"),
+                                        (["--workdir", "garbage.pt"], "garbage.pt")])
+def test_demo_arguments(inputs, capsys, monkeypatch, args, named):
+    argv = ["demo", "--workdir", "demo-out", "--preset", "tiny", *args]
+    code, err = run_cli(argv, inputs, capsys, monkeypatch)
+    assert_refused(code, err, named)
