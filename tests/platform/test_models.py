@@ -167,3 +167,11 @@ def test_for_inference_gives_the_same_descriptors_in_channels_last(in_chans):
     conv_weights = [p for p in branch.parameters() if p.dim() == 4]
     assert conv_weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_spec_keys_name_exactly_what_a_branch_spec_holds():
+    from structvpr.platform.models import create_branch
+    from structvpr.platform.models.branch import SPEC_KEYS
+
+    branch = create_branch("test_resnet", 3, "gem", 16)
+    assert set(branch.spec) == set(SPEC_KEYS)

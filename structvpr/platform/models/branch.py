@@ -12,6 +12,9 @@ from structvpr.platform.models.inputs import ColorJitter, normalize_rgb, rgb_to_
 from structvpr.platform.models.registry import get_aggregator
 
 INPUT_KINDS = ("rgb", "seg")
+# What `VPRBranch.spec` holds: the arguments create_branch rebuilds a branch from (never `pretrained`).
+SPEC_KEYS = ("backbone", "in_chans", "aggregator", "dim", "image_hw", "out_index", "num_classes", "input_kind",
+             "aggregator_kwargs", "backbone_kwargs")
 
 
 def _input_kind(in_chans: int, num_classes: int, input_kind: str | None) -> str:

@@ -17,11 +17,9 @@ import torch
 from torch import nn
 
 from structvpr.platform.models import create_branch
+from structvpr.platform.models.branch import SPEC_KEYS
 
 STATE_FILE = "state.pt"
-# What `VPRBranch.spec` holds: the arguments create_branch rebuilds a branch from (never `pretrained`).
-SPEC_KEYS = ("backbone", "in_chans", "aggregator", "dim", "image_hw", "out_index", "num_classes", "input_kind",
-             "aggregator_kwargs", "backbone_kwargs")
 # timm arguments that make it read or download weights: a spec from a file never passes them.
 _FETCHING_KWARGS = {"checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"}
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
