@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/structvpr demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -1,51 +1,73 @@
-"""Ablation at CPU scale: the RGB student without KD, with plain KD and with StructVPR's weighted KD.
+"""Ablation at CPU scale: the RGB student without KD, with plain KD, and with StructVPR's weighted KD whose
+teacher ranks come from the teacher's own training gallery (in-fold) or from fold teachers (out-of-fold).
 
-    .venv/bin/python bench/bench_ablation.py                 # small city, 80x60 shards, configs/cpu recipes (~30-40 min)
-    .venv/bin/python bench/bench_ablation.py --seeds 0,1     # each student recipe with two seeds
-    .venv/bin/python bench/bench_ablation.py --quick         # tiny city, a few steps: checks the script runs
-    .venv/bin/python bench/bench_ablation.py --seg-model predicted --modes plain,weighted
-                                                             # shards with predicted segmentation (see below)
+    .venv/bin/python bench/bench_ablation.py --seg-model predicted        # the issue's setting (~90 min)
+    .venv/bin/python bench/bench_ablation.py                              # ground-truth segmentation
+    .venv/bin/python bench/bench_ablation.py --seeds 0 --modes plain,weighted-oof
+    .venv/bin/python bench/bench_ablation.py --quick                      # tiny city, a few steps: checks the script runs
 
-One teacher (configs/cpu/teacher.yaml: resnet18 + GeM on the one-hot categories) is trained on the
-shards of the small synthetic city at 80x60 (ground-truth labels as segmentation), then the student
-recipe (configs/cpu/student.yaml) once per kd.mode with everything else equal: same seed, same
-steps, same data. Each model is evaluated on the test split (cross-condition queries against the
-day database, positives within 25 m), overall and per condition, through the jobs' own code
-(`run_training`, then `load_branch` + `evaluate_branch` as `structvpr eval` does). Runs go to
-bench/results/work/ablation/ (checkpoints, an sqlite MLflow store); a finished run is not retrained
-(the jobs' stable run names), so a second call only evaluates.
+One teacher recipe (configs/cpu/teacher.yaml: resnet18 + GeM on the one-hot categories) is trained on
+the shards of the small synthetic city at 80x60 with `folds=K` (--folds, default 3): the full teacher,
+K spatial fold teachers and the out-of-fold ranks table, as `structvpr train teacher ... folds=K` does.
+Then the student recipe (configs/cpu/student.yaml) runs once per mode and seed with everything else
+equal:
+    none          kd.mode=none (RGB only)
+    plain         kd.mode=plain
+    weighted-in   kd.mode=weighted kd.ranks=in_fold     (r_T from the full teacher over its training gallery)
+    weighted-oof  kd.mode=weighted kd.ranks=out_of_fold (r_T from the ranks table)
+    weighted-oof-folds  as weighted-oof, KD targets from the fold teachers (kd.teacher_source=folds; not run
+                  by default)
+Each model is evaluated on the test split (cross-condition queries against the day database, positives
+within 25 m), overall and per condition, with the jobs' own code. It prints mean and standard
+deviation per mode, the paired per-seed difference weighted-oof minus plain, the student's R@1 as a
+share of the teacher's, and the weighting groups per condition; it writes JSON (after every run, so
+an interrupted ablation keeps what finished; runs of other modes or seeds already in the file are kept,
+so modes can be added later) and a bar chart. Runs go to bench/results/work/ablation*/;
+a finished run is not retrained, so a second call only evaluates.
 
---seg-model predicted first trains a segmentation model on the city (`seg train`'s code and
-default size, --seg-epochs epochs) and builds the shards with its predictions instead of the labels:
-the teacher then reads imperfect segmentation, as it would on real data, which is what gives the
-noisy group of the weighting something to hold.
+--seg-model predicted first trains a segmentation model on the city (`seg train`'s code, --seg-epochs
+epochs at its default size) and builds the shards with its predictions: the teacher then reads
+imperfect segmentation, as on real data.
 
-This is a quality check of the method, not a speed benchmark: it prints recall, not ratios.
+A quality check of the method, not a speed benchmark: it prints recall, not ratios.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
+from pathlib import Path
 
 import common  # noqa: E402  (puts the repo on sys.path)
 
 from structvpr.cli import parse_size
 
-MODES = ("none", "plain", "weighted")
+MODES = {"none": ["kd.mode=none"], "plain": ["kd.mode=plain"],
+         "weighted-in": ["kd.mode=weighted", "kd.ranks=in_fold"],
+         "weighted-oof": ["kd.mode=weighted", "kd.ranks=out_of_fold"],
+         "weighted-oof-folds": ["kd.mode=weighted", "kd.ranks=out_of_fold", "kd.teacher_source=folds"]}
+DEFAULT_MODES = ("none", "plain", "weighted-in", "weighted-oof")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def parse_args(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--quick", action="store_true", help="tiny city, 2 epochs of 4 batches (a smoke run)")
-    p.add_argument("--seeds", default="0", help="comma list of student seeds")
+    p.add_argument("--seeds", default="0,1,2", help="comma list of student seeds")
     p.add_argument("--size", default="80x60", help="WxH of the shards")
-    p.add_argument("--out", help="write the results as JSON here")
-    p.add_argument("--modes", default=",".join(MODES), help="comma list of kd.mode values for the students")
+    p.add_argument("--folds", type=int, default=3, help="fold teachers of the out-of-fold ranks")
+    p.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"comma list of {', '.join(MODES)}")
     p.add_argument("--seg-model", default="gt", choices=["gt", "predicted"],
                    help="segmentation in the shards: the labels (gt) or a model trained here (predicted)")
     p.add_argument("--seg-epochs", type=int, default=4, help="epochs of the segmentation model (--seg-model predicted)")
-    return p.parse_args(argv)
+    p.add_argument("--out", help="JSON results (default bench/results/ablation-<seg>.json)")
+    p.add_argument("--plot", help="bar chart (default docs/ablation-<seg>.png; none with --quick)")
+    args = p.parse_args(argv)
+    unknown = set(args.modes.split(",")) - set(MODES)
+    if unknown:
+        p.error(f"unknown --modes {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}")
+    return args
 
 
 def train(kind: str, shards, folder, extra: list[str]) -> dict:
@@ -65,15 +87,65 @@ def test_recall(checkpoint: str, shards) -> dict:
 
     model, _ = load_branch(checkpoint, "cpu")
     report, _, _ = evaluate_branch(model, str(shards), "test", "cpu")
-    return {"overall": report.recall, "conditions": report.recall_per_condition,
+    return {"overall": report.recall, "conditions": {c: r[1] for c, r in report.recall_per_condition.items()},
             "no_positive": report.num_without_positives}
+
+
+def group_history(folder: Path, run_id: str) -> dict[str, list[float]]:
+    """Every group_* metric of a student run, by epoch."""
+    from structvpr.platform.store.tracking import client
+
+    c = client(f"sqlite:///{folder / 'mlflow.db'}")
+    keys = [k for k in c.get_run(run_id).data.metrics if k.startswith("group_")]
+    return {k: [m.value for m in sorted(c.get_metric_history(run_id, k), key=lambda m: m.step)] for k in sorted(keys)}
 
 
 def main(argv=None):
     args = parse_args(argv)
-    size = parse_size(args.size)
-    seeds = [int(s) for s in args.seeds.split(",")]
     print(common.machine_line())
+    shards, folder = prepare(args)
+    short = ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"] if args.quick else []
+    out = Path(args.out or REPO / f"bench/results/ablation-{args.seg_model}{'-quick' if args.quick else ''}.json")
+    teacher = train("teacher", shards, folder, [*short, f"folds={args.folds}"])
+    results = {"setup": {"shards": shards.name, "folds": args.folds, "seg_model": args.seg_model},
+               "teacher": test_recall(teacher["checkpoint"], shards), "ranks": teacher["ranks_summary"]}
+    results["students"] = earlier_students(out, results["setup"])
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for mode in args.modes.split(","):
+            extra = [*short, *MODES[mode], f"train.seed={seed}", f"teacher={teacher['checkpoint']}"]
+            student = train("student", shards, folder, extra)
+            record = test_recall(student["checkpoint"], shards)
+            record["val_r1"] = student["metrics"]["best_val_recall_at_1"]
+            record["groups"] = group_history(folder, student["mlflow_run_id"])
+            results["students"].setdefault(mode, {})[str(seed)] = record
+            out.write_text(json.dumps(results, indent=1))  # after every run: an interrupted ablation keeps it
+    summary = summarize(results)
+    results["summary"] = summary
+    out.write_text(json.dumps(results, indent=1))
+    print_results(results, summary)
+    if not args.quick or args.plot:
+        plot(results, summary, Path(args.plot or REPO / f"docs/ablation-{args.seg_model}.png"))
+    print(f"results: {out}")
+    return results
+
+
+def earlier_students(out: Path, setup: dict) -> dict:
+    """Student results already in `out` from the same setup (shards, folds, segmentation): kept, not rerun."""
+    if not out.is_file():
+        return {}
+    earlier = json.loads(out.read_text())
+    if earlier.get("setup") != setup:
+        return {}
+    students = earlier.get("students", {})
+    for by_seed in students.values():
+        for record in by_seed.values():
+            record["overall"] = {int(n): v for n, v in record["overall"].items()}  # JSON made the ranks strings
+    return students
+
+
+def prepare(args) -> tuple[Path, Path]:
+    """The shards (built once) and the folder of this ablation's runs."""
+    size = parse_size(args.size)
     city = common.bench_city(args.quick)
     if args.seg_model == "predicted":
         checkpoint = segmentation_model(city, args.seg_epochs)
@@ -81,21 +153,8 @@ def main(argv=None):
     else:
         shards = common.shards(city, size)
     folder = common.WORK / (("ablation-quick" if args.quick else "ablation") + ("-pred" if args.seg_model == "predicted" else ""))
-    short = ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"] if args.quick else []
     print(f"city {city.name}, shards {shards.name}, runs under {folder}")
-
-    teacher = train("teacher", shards, folder, short)
-    results = {"teacher": test_recall(teacher["checkpoint"], shards)}
-    for seed in seeds:
-        for mode in args.modes.split(","):
-            extra = [*short, f"kd.mode={mode}", f"train.seed={seed}"] + ([f"teacher={teacher['checkpoint']}"])
-            student = train("student", shards, folder, extra)
-            results[f"student kd={mode} seed={seed}"] = test_recall(student["checkpoint"], shards)
-    print_results(results)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
-    return results
+    return shards, folder
 
 
 def segmentation_model(city, epochs: int):
@@ -110,14 +169,83 @@ def segmentation_model(city, epochs: int):
     return path
 
 
-def print_results(results: dict) -> None:
-    conditions = sorted({c for r in results.values() for c in r["conditions"]})
-    rows = []
-    for name, r in results.items():
-        rows.append([name, f"{r['overall'][1]:.1f}", f"{r['overall'][5]:.1f}",
-                     *(f"{r['conditions'][c][1]:.1f}" for c in conditions)])
-    common.print_table(["model", "R@1", "R@5", *(f"{c} R@1" for c in conditions)], rows,
-                       title="test split: recall@N (%), cross-condition queries vs the day database")
+def summarize(results: dict) -> dict:
+    """Mean and standard deviation per mode, the paired difference weighted-oof - plain, share of the teacher."""
+    teacher_r1 = results["teacher"]["overall"][1]
+    out = {"teacher_r1": teacher_r1, "modes": {}}
+    for mode, by_seed in results["students"].items():
+        r1 = [r["overall"][1] for r in by_seed.values()]
+        conditions = {c: statistics.mean(r["conditions"][c] for r in by_seed.values())
+                      for c in next(iter(by_seed.values()))["conditions"]}
+        out["modes"][mode] = {"seeds": len(r1), "r1_mean": statistics.mean(r1), "r1_std": _std(r1),
+                              "r5_mean": statistics.mean(r["overall"][5] for r in by_seed.values()),
+                              "share_of_teacher": statistics.mean(r1) / teacher_r1 if teacher_r1 else None,
+                              "conditions_r1": conditions, "last_epoch_groups": _last_groups(by_seed)}
+    plain, oof = results["students"].get("plain", {}), results["students"].get("weighted-oof", {})
+    paired = {s: oof[s]["overall"][1] - plain[s]["overall"][1] for s in plain if s in oof}
+    out["oof_minus_plain"] = {"per_seed": paired, "mean": statistics.mean(paired.values()) if paired else None,
+                              "std": _std(list(paired.values()))}
+    return out
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _last_groups(by_seed: dict) -> dict:
+    """Group counts of the last epoch, summed over seeds (weighted modes only)."""
+    total = {}
+    for record in by_seed.values():
+        for key, values in record.get("groups", {}).items():
+            total[key] = total.get(key, 0) + (values[-1] if values else 0)
+    return total
+
+
+def print_results(results: dict, summary: dict) -> None:
+    conditions = sorted(results["teacher"]["conditions"])
+    teacher = results["teacher"]
+    rows = [["teacher", f"{teacher['overall'][1]:.1f}", "", f"{teacher['overall'][5]:.1f}", "",
+             *(f"{teacher['conditions'][c]:.1f}" for c in conditions)]]
+    for mode, s in summary["modes"].items():
+        rows.append([f"{mode} ({s['seeds']} seeds)", f"{s['r1_mean']:.1f}", f"{s['r1_std']:.1f}", f"{s['r5_mean']:.1f}",
+                     f"{100 * s['share_of_teacher']:.0f}%", *(f"{s['conditions_r1'][c]:.1f}" for c in conditions)])
+    common.print_table(["model", "R@1", "sd", "R@5", "of teacher", *(f"{c} R@1" for c in conditions)], rows,
+                       title="test split: recall@N (%), mean over seeds; cross-condition queries vs the day database")
+    diff = summary["oof_minus_plain"]
+    if diff["per_seed"]:
+        print("weighted-oof - plain, R@1 per seed: " + ", ".join(f"seed {s}: {d:+.1f}" for s, d in diff["per_seed"].items())
+              + f"; mean {diff['mean']:+.1f} (sd {diff['std']:.1f})")
+    print_ranks(results["ranks"])
+
+
+def print_ranks(ranks: dict) -> None:
+    rows = [[c, v["views"], f"{100 * v['r1']:.1f}", f"{100 * v['noisy']:.1f}"] for c, v in ranks.items()]
+    common.print_table(["condition", "views", "r_T = 1 (%)", "noisy: r_T > noisy_rank (%)"], rows,
+                       title="out-of-fold ranks table (fold teachers on the training views)")
+
+
+def plot(results: dict, summary: dict, path: Path) -> None:
+    """Mean test R@1 per mode with its standard deviation, overall and per condition; the teacher as a line."""
+    from structvpr.platform.evaluation.plots import _save, plt
+
+    modes = list(summary["modes"])
+    conditions = sorted(results["teacher"]["conditions"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 2.4]})
+    means = [summary["modes"][m]["r1_mean"] for m in modes]
+    left.bar(modes, means, yerr=[summary["modes"][m]["r1_std"] for m in modes], capsize=4, color="#4c72b0")
+    left.axhline(summary["teacher_r1"], color="#c44e52", ls="--", label="teacher (segmentation)")
+    left.set(ylabel="test R@1 (%)", title="overall (mean ± sd over seeds)")
+    left.tick_params(axis="x", labelrotation=25)
+    left.legend(loc="lower right", fontsize=8)
+    width = 0.8 / max(1, len(modes))
+    for i, mode in enumerate(modes):
+        values = [summary["modes"][mode]["conditions_r1"][c] for c in conditions]
+        right.bar([j + i * width for j in range(len(conditions))], values, width, label=mode)
+    right.set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(conditions))], conditions)
+    right.set(ylabel="test R@1 (%)", title="per query condition (mean over seeds)")
+    right.legend(fontsize=8)
+    _save(fig, path)
+    print(f"chart: {path}")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,13 @@ def cmd_eval(args) -> int:
                     progress=not args.quiet)
 
 
+def cmd_tune(args) -> int:
+    from structvpr.tuning.command import run_sweep
+
+    summary = run_sweep(args.config, args.overrides, register_best=args.register_best, progress=not args.quiet)
+    return 0 if any(row["status"] != "error" for row in summary["trials"]) else 1
+
+
 def add_train_commands(sub) -> None:
     train = sub.add_parser("train", help="train on Ray Train: the segmentation teacher or the RGB student")
     train.add_argument("kind", choices=["teacher", "student"])
@@ -97,6 +104,79 @@ def add_train_commands(sub) -> None:
     ev.add_argument("--radius", type=float, default=25.0, help="positives within this many metres (default 25)")
     ev.add_argument("--out", default=None, help="folder for the recall plot, retrieval grid and metrics.json")
     ev.set_defaults(func=cmd_eval)
+    tune = sub.add_parser("tune", help="Ray Tune sweep of a student recipe's tune: section (ASHA, MLflow parent run)")
+    tune.add_argument("--config", required=True, help="sweep recipe YAML: a student recipe with tune: (configs/*/tune.yaml)")
+    tune.add_argument("overrides", nargs="*", metavar="key=value", help="recipe and tune.* keys: tune.num_samples=3")
+    tune.add_argument("--register-best", action="store_true",
+                      help="register the best trial's model as a new structvpr-student version tagged with the sweep")
+    tune.set_defaults(func=cmd_tune)
+
+
+def cmd_registry_list(args) -> int:
+    from structvpr.deploy.registry.command import run_list
+
+    return run_list(registry_uri(args.tracking_uri), args.name)
+
+
+def cmd_registry_show(args) -> int:
+    from structvpr.deploy.registry.command import run_show
+
+    return run_show(registry_uri(args.tracking_uri), args.ref)
+
+
+def cmd_registry_promote(args) -> int:
+    from structvpr.deploy.registry.command import run_promote
+    from structvpr.deploy.registry.promotion import Rules
+
+    if args.evaluate != bool(args.shards):
+        return fail("--evaluate and --shards DIR go together: evaluate on the test split of those shards first")
+    return run_promote(registry_uri(args.tracking_uri), args.name, args.version, Rules(args.margin, args.floor),
+                       args.shards, args.lock_timeout, args.lock_ttl)
+
+
+def cmd_registry_rollback(args) -> int:
+    from structvpr.deploy.registry.command import run_rollback
+
+    return run_rollback(registry_uri(args.tracking_uri), args.name, args.lock_timeout, args.lock_ttl)
+
+
+def registry_uri(option: str | None) -> str:
+    from structvpr.platform.store.tracking import resolve_tracking_uri as resolve
+
+    return resolve(option or "")
+
+
+def add_registry_commands(sub) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    locking = argparse.ArgumentParser(add_help=False)
+    locking.add_argument("--lock-timeout", type=float, default=120.0,
+                         help="seconds to wait for another promotion of the model (default 120)")
+    locking.add_argument("--lock-ttl", type=float, default=600.0,
+                         help="a promotion lock older than this many seconds is stale and taken over (default 600)")
+    registry = sub.add_parser("registry", help="MLflow registry: list, show, gated promotion of the champion, rollback")
+    cmds = registry.add_subparsers(dest="registry_cmd", required=True)
+    ls = cmds.add_parser("list", parents=[common], help="versions with aliases, test recall, manifest, source run")
+    ls.add_argument("--name", default=None, help="only this registered model")
+    ls.set_defaults(func=cmd_registry_list)
+    show = cmds.add_parser("show", parents=[common], help="one version in full, with its promotion history")
+    show.add_argument("ref", help="NAME@ALIAS or NAME/VERSION, e.g. structvpr-student@champion")
+    show.set_defaults(func=cmd_registry_show)
+    promote = cmds.add_parser("promote", parents=[common, locking],
+                              help="move the champion alias if the version beats the champion (exit 2 if refused)")
+    promote.add_argument("name")
+    promote.add_argument("version")
+    promote.add_argument("--margin", type=float, default=0.5,
+                         help="test R@1 points the candidate must gain over the champion (default 0.5)")
+    promote.add_argument("--floor", type=float, default=1.0, help="test R@1 the first champion must reach (default 1.0)")
+    promote.add_argument("--evaluate", action="store_true",
+                         help="evaluate on the test split of --shards first and record it on the version")
+    promote.add_argument("--shards", default=None, help="shards whose test split --evaluate uses")
+    promote.set_defaults(func=cmd_registry_promote)
+    back = cmds.add_parser("rollback", parents=[common, locking], help="swap the champion and previous aliases")
+    back.add_argument("name")
+    back.set_defaults(func=cmd_registry_rollback)
 
 
 def cmd_demo(args) -> int:
@@ -168,22 +248,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_seg_commands(sub)
     add_train_commands(sub)
+    add_registry_commands(sub)
     return parser
 
 
 def input_errors() -> tuple[type[Exception], ...]:
     """The exceptions that mean bad input. Evaluated only when an exception propagates: store.references
     imports torch, which would add seconds to every `structvpr --help`."""
+    from structvpr.deploy.registry.records import RegistryError
     from structvpr.platform.store.references import ModelSourceError
 
-    return DatasetError, ConfigError, ModelSourceError
+    return DatasetError, ConfigError, ModelSourceError, RegistryError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may come before or after options; argparse leaves those after as extras.
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "command", None) == "train" and all("=" in e for e in extra):
+    if extra and getattr(args, "command", None) in ("train", "tune") and all("=" in e for e in extra):
         args.overrides = list(args.overrides) + extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

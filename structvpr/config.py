@@ -21,6 +21,11 @@ class ConfigError(ValueError):
 
 def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
     """Build `cls` from a YAML file, then apply `key=value` overrides (values parsed as YAML scalars)."""
+    return from_dict(cls, load_mapping(path, overrides))
+
+
+def load_mapping(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    """The YAML file's mapping with `key=value` overrides applied, not yet checked against a dataclass."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -36,7 +41,7 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     for item in overrides or []:
         key, value = parse_override(item)
         set_dotted(data, key, value)
-    return from_dict(cls, data)
+    return data
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -11,6 +11,8 @@ from structvpr.platform.losses.kd import KD_FUNCTIONS
 from structvpr.platform.losses.student_loss import KD_MODES, kd_mode
 from structvpr.platform.losses.weighting import WeightingConfig
 
+RANK_SOURCES = ("in_fold", "out_of_fold")
+TEACHER_SOURCES = ("full", "folds")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
@@ -134,9 +136,21 @@ class KDSection:
     tau: float = 0.1
     """Temperature of the similarity distributions."""
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    ranks: str = "in_fold"
+    """Where weighted KD takes r_T: in_fold (the teacher ranks a gallery of images it trained on) or
+    out_of_fold (the ranks table of fold teachers that never saw the place; docs/METHOD.md)."""
+    teacher_ranks: str = ""
+    """kd.ranks=out_of_fold: the teacher whose ranks table to read (default: `teacher`), or a ranks.csv file."""
+    teacher_source: str = "full"
+    """Which teacher gives the KD targets: full (trained on all places) or folds (for each sample, the fold
+    teacher that never saw its place; needs a teacher trained with folds=K)."""
 
     def __post_init__(self):
         kd_mode(self.mode)
+        if self.ranks not in RANK_SOURCES:
+            raise ValueError(f"kd.ranks must be one of {', '.join(RANK_SOURCES)}, got {self.ranks!r}")
+        if self.teacher_source not in TEACHER_SOURCES:
+            raise ValueError(f"kd.teacher_source must be one of {', '.join(TEACHER_SOURCES)}, got {self.teacher_source!r}")
         if not math.isfinite(self.lam) or self.lam < 0:
             raise ValueError(f"kd.lam must be a finite number >= 0, got {self.lam}")
         if not math.isfinite(self.tau) or self.tau <= 0:
@@ -182,9 +196,41 @@ class Recipe:
     kd: KDSection = field(default_factory=KDSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    folds: int = 0
+    """Teacher: also train this many fold teachers and write the out-of-fold ranks table (0: none; public key: folds)."""
+    fold_block_m: float = 100.0
+    """Side of the square blocks of places dealt to folds, in metres (neighbouring places share a fold)."""
+    fold: int = -1
+    """Set by `folds`: the fold this teacher holds out (-1: the full teacher, trained on every place)."""
 
     def __post_init__(self):
         if not self.data.shards:
             raise ValueError("data.shards is required: the folder written by `structvpr data shards`")
+        self._check_folds()
         if self.kind == "student" and KD_MODES[self.kd.mode].uses_teacher and not self.teacher:
             raise ValueError(f"a student with kd.mode={self.kd.mode} needs `teacher` (checkpoint, runs:/ or models:/)")
+        if self.kd.teacher_source == "folds":
+            self._check_fold_targets()
+
+    def _check_fold_targets(self) -> None:
+        """kd.teacher_source=folds: each fold teacher has its own descriptor space, so only what stays inside one
+        space works: similarity distributions (kl), with r_T from the table rather than a full-teacher gallery."""
+        if not (self.kind == "student" and KD_MODES[self.kd.mode].uses_teacher):
+            raise ValueError("kd.teacher_source=folds gives KD targets: it needs a student with kd.mode plain or weighted")
+        if self.kd.loss != "kl":
+            raise ValueError(f"kd.teacher_source=folds needs kd.loss=kl, got {self.kd.loss!r}: the fold teachers' "
+                             "descriptors live in different spaces, and only similarity distributions compare")
+        if KD_MODES[self.kd.mode].weighted and self.kd.ranks != "out_of_fold":
+            raise ValueError("kd.teacher_source=folds with kd.mode=weighted needs kd.ranks=out_of_fold "
+                             "(in-fold ranks come from the full teacher's gallery)")
+
+    def _check_folds(self) -> None:
+        if self.folds < 0 or self.folds == 1:
+            raise ValueError(f"folds must be 0 (no fold teachers) or at least 2, got {self.folds}")
+        if self.folds and self.kind != "teacher":
+            raise ValueError("folds is a teacher key: `structvpr train teacher ... folds=K` writes the ranks table "
+                             "that a student reads with kd.ranks=out_of_fold")
+        if not math.isfinite(self.fold_block_m) or self.fold_block_m <= 0:
+            raise ValueError(f"fold_block_m must be a positive number of metres, got {self.fold_block_m}")
+        if self.fold != -1 and not 0 <= self.fold < self.folds:
+            raise ValueError(f"fold must be -1 (the full teacher) or in 0..folds-1, got {self.fold} with folds={self.folds}")

@@ -87,6 +87,13 @@ RECIPE_CASES = [
     (["kd.tau=0"], "kd.tau"),
     (["kd.weighting.noisy_rank=0"], "noisy_rank"),
     (["kd.weighting.w_high=-1"], "w_high"),
+    (["folds=1"], "folds"),
+    (["folds=-2"], "folds"),
+    (["fold_block_m=0"], "fold_block_m"),
+    (["folds=2", "fold=5"], "fold"),
+    (["kd.ranks=sideways"], "sideways"),
+    (["kd.teacher_source=everywhere"], "everywhere"),
+    (["kd.teacher_source=folds"], "kd.teacher_source=folds"),
     (["train.epoch=3"], "train.epoch"),
     (["trian.epochs=3"], "trian"),
     (["train.epochs"], "train.epochs"),
@@ -146,3 +153,57 @@ def test_demo_arguments(inputs, capsys, monkeypatch, args, named):
     argv = ["demo", "--workdir", "demo-out", "--preset", "tiny", *args]
     code, err = run_cli(argv, inputs, capsys, monkeypatch)
     assert_refused(code, err, named)
+
+
+@pytest.fixture
+def ranks_inputs(inputs, tiny_shards):
+    """A teacher checkpoint (random weights, fitting tiny_shards) in a run folder without a ranks table,
+    and ranks tables that do not fit: of other shards, missing rows, malformed."""
+    import torch
+
+    from structvpr.datasets.shards.manifest import Manifest
+    from structvpr.platform.models import create_branch
+    from structvpr.platform.ranking.folds import training_views
+    from structvpr.platform.ranking.table import RankRow, RanksTable
+    from structvpr.platform.store.checkpoint import save_state
+
+    manifest = Manifest.load(tiny_shards)
+    width, height = manifest.image_size
+    teacher = create_branch("test_resnet", manifest.num_categories, "gem", 16, image_hw=(height, width),
+                            num_classes=manifest.num_categories)
+    (inputs / "teacher-run" / "checkpoint_0").mkdir(parents=True)
+    save_state(inputs / "teacher-run" / "checkpoint_0", teacher, None, None, 1,
+               {"trained_on": {"image_size": [width, height], "kind": "teacher"}})
+    rows = [RankRow(v.key, v.place, v.view, v.condition, 0, 1, 0.9, 0.5, v.key, v.view)
+            for v in training_views(manifest)]
+    RanksTable("0" * 64, rows).write(inputs / "other-shards.csv")
+    RanksTable(manifest.hash, rows[:-1]).write(inputs / "partial.csv")
+    RanksTable(manifest.hash, rows).write(inputs / "fits.csv")
+    (inputs / "malformed.csv").write_text((inputs / "partial.csv").read_text() + "k,1,0,day,0,first,0.1,0.2,j,0\n")
+    return inputs
+
+
+OOF = ["kd.mode=weighted", "kd.ranks=out_of_fold", "teacher=teacher-run/checkpoint_0"]
+
+
+@pytest.mark.parametrize("extra,named", [
+    ([], "has no ranks.csv"),
+    (["kd.teacher_source=folds"], "has no ranks.csv"),
+    (["kd.teacher_ranks=other-shards.csv"], "belongs to other shards"),
+    (["kd.teacher_ranks=partial.csv"], "has no row for 1 of"),
+    (["kd.teacher_ranks=malformed.csv"], "malformed.csv, line"),
+    (["kd.teacher_ranks=nowhere.csv"], "nowhere.csv"),
+    (["kd.teacher_ranks=fits.csv", "kd.teacher_source=folds"], "has no folds.json"),
+    (["kd.teacher_source=folds", "kd.loss=mse"], "kd.loss=kl"),
+    (["kd.teacher_source=folds", "kd.ranks=in_fold"], "kd.ranks=out_of_fold"),
+], ids=["no table", "no table for folds", "other shards", "missing rows", "malformed", "missing file", "no fold list",
+        "folds with mse", "folds with in-fold ranks"])
+def test_out_of_fold_ranks_that_do_not_fit(ranks_inputs, tiny_shards, capsys, monkeypatch, extra, named):
+    code, err = run_cli(STUDENT + [f"data.shards={tiny_shards}", *OOF, *extra], ranks_inputs, capsys, monkeypatch)
+    assert_refused(code, err, named)
+
+
+def test_more_folds_than_spatial_blocks(inputs, tiny_shards, capsys, monkeypatch):
+    code, err = run_cli(TEACHER + [f"data.shards={tiny_shards}", "folds=3", "fold_block_m=100000"], inputs, capsys,
+                        monkeypatch)
+    assert_refused(code, err, "folds=3", "1 spatial block")

@@ -57,6 +57,58 @@ def test_same_recipe_again_does_not_train_twice(teacher, shards, workdir):
     assert again["mlflow_run_id"] == teacher["mlflow_run_id"] and again["checkpoint"] == teacher["checkpoint"]
 
 
+@pytest.fixture(scope="module")
+def ranked_teacher(teacher, shards, workdir):
+    """The same teacher recipe with folds=2: the full teacher is reused, two fold teachers rank its views."""
+    return run_training("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir, "folds=2"), progress=False)
+
+
+def test_folds_write_a_ranks_table_beside_the_full_teacher(teacher, ranked_teacher, shards, workdir):
+    from structvpr.datasets.shards.manifest import Manifest
+    from structvpr.platform.ranking.folds import training_views
+    from structvpr.platform.ranking.table import MANIFEST_TAG, RanksTable
+
+    assert ranked_teacher["checkpoint"] == teacher["checkpoint"], "folds=K must not retrain the full teacher"
+    manifest = Manifest.load(shards)
+    table = RanksTable.read(ranked_teacher["ranks_table"])
+    assert table.manifest_hash == manifest.hash
+    assert sorted((r.place, r.view) for r in table.rows) == sorted((v.place, v.view) for v in training_views(manifest))
+    assert {r.fold for r in table.rows} == {0, 1} and min(r.r_t for r in table.rows) == 1
+    c = client(f"sqlite:///{workdir / 'mlflow.db'}")
+    run_id = teacher["mlflow_run_id"]
+    assert c.get_run(run_id).data.tags[MANIFEST_TAG] == manifest.hash
+    assert {"ranks/ranks.csv", "ranks/rank_histogram.png", "ranks/noisiest.png"} <= {a.path for a in c.list_artifacts(run_id, "ranks")}
+    version = c.get_model_version("structvpr-teacher", str(teacher["registered_model"]))
+    assert version.tags["structvpr.ranks"] == ranked_teacher["ranks_artifact"] == f"runs:/{run_id}/ranks/ranks.csv"
+    folds = c.search_runs([c.get_run(run_id).info.experiment_id], filter_string="tags.`structvpr.fold_of` != ''")
+    assert sorted(r.data.tags["structvpr.fold"] for r in folds) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" and r.data.params["fold"] in ("0", "1") for r in folds)
+
+
+def test_folds_again_train_and_rank_nothing(ranked_teacher, shards, workdir, capsys):
+    again = run_training("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir, "folds=2"), progress=False)
+    assert again["ranks_table"] == ranked_teacher["ranks_table"]
+    assert "ranks table already written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source", ["full", "folds"])
+def test_weighted_student_reads_the_out_of_fold_ranks(teacher, ranked_teacher, shards, workdir, monkeypatch, source):
+    """r_T from the ranks table; KD targets from the full teacher or (folds) from the fold teachers' logged models."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    ref = f"models:/structvpr-teacher/{teacher['registered_model']}"
+    summary = run_training("student", "configs/tiny/student.yaml", overrides(
+        shards, workdir, f"teacher={ref}", "kd.mode=weighted", "kd.ranks=out_of_fold", f"kd.teacher_source={source}"),
+        progress=False)
+    c = client(f"sqlite:///{workdir / 'mlflow.db'}")
+    metrics = c.get_run(summary["mlflow_run_id"]).data.metrics
+    groups = ("noisy", "teacher_right_student_wrong", "both_right", "other")
+    assert sum(metrics[f"group_{g}"] for g in groups) == 2 * 4 * 2
+    per_condition = {k: v for k, v in metrics.items() if k.startswith("group_") and "." in k}
+    assert per_condition and sum(per_condition.values()) == 2 * 4 * 2, "every sample is counted under its condition"
+    assert "weighting_groups.png" in {a.path for a in c.list_artifacts(summary["mlflow_run_id"])}
+    assert metrics["train_kd"] > 0
+
+
 @pytest.mark.parametrize("mode, reference", [("weighted", "models:/structvpr-teacher/1"), ("plain", "runs:/{run}/model")])
 def test_student_job_from_a_teacher_in_mlflow(teacher, shards, workdir, mode, reference, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")

@@ -44,6 +44,7 @@ class PlaceBatchConfig:
     resampled: bool = True
     batches_per_epoch: int | None = None  # per rank; needed with resampled, else one pass over the shards
     members: tuple[str, ...] = ("rgb", "seg")  # which images to decode: a teacher needs only "seg"
+    exclude_places: frozenset[int] = frozenset()  # places never read (a fold teacher's held-out fold)
 
     def __post_init__(self):
         if not self.members or not set(self.members) <= set(MEMBER_SUFFIX):
@@ -138,10 +139,15 @@ def _place_pipeline(urls: list[str], cfg: PlaceBatchConfig, rank: int, world_siz
     return wds.DataPipeline(
         *source,
         tar_samples,
+        *([wds.select(partial(_kept, excluded=cfg.exclude_places))] if cfg.exclude_places else []),
         wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 64), seed=base_seed),
         wds.map(partial(decode_place, views=cfg.views_per_place, rng=rng, members=cfg.members)),
         wds.batched(cfg.places_per_batch, collation_fn=collate_places, partial=False),
     )
+
+
+def _kept(sample: dict, excluded: frozenset[int]) -> bool:
+    return place_label(sample["__key__"]) not in excluded
 
 
 class EpochSlices(torch.utils.data.IterableDataset):

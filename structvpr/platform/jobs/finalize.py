@@ -37,7 +37,7 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
     log_metrics(uri, run_id, metrics, step=state["epoch"])
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
-        log_artifacts(recipe, report, len(queries.keys))
+        log_artifacts(recipe, report, len(queries.keys), last_history(result, state))
         version = log_model(model, manifest.image_size, state.get("trained_on", {}),
                             recipe.kind if recipe.tracking.register else None)
         mlflow.set_tags({"structvpr.eval_manifest": manifest.hash, "structvpr.checkpoint": ckpt})
@@ -48,11 +48,23 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
     return summary
 
 
-def log_artifacts(recipe: Recipe, report, num_queries: int) -> None:
+def last_history(result, best_state: dict) -> list[dict]:
+    """Every epoch's report: the last checkpoint holds them all (the best one only those up to it)."""
+    if result.checkpoint is None:
+        return best_state.get("history", [])
+    return load_state(result.checkpoint.path).get("history", [])
+
+
+def log_artifacts(recipe: Recipe, report, num_queries: int, history: list[dict]) -> None:
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "recipe.yaml").write_text(dump_yaml(recipe))
         write_eval_artifacts(folder, report, recipe.data.shards, recipe.eval.split, num_queries)
+        if any(k.startswith("group_") for epoch in history for k in epoch):
+            from structvpr.platform.ranking.plots import plot_group_shares
+
+            # Which samples the KD term listened to, per epoch and condition (docs/METHOD.md, diagnostics).
+            plot_group_shares(history, folder / "weighting_groups.png")
         mlflow.log_artifacts(str(folder))

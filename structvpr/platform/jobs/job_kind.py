@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from structvpr.datasets.shards.manifest import Manifest
-from structvpr.platform.losses.kd import kd_per_sample
+from structvpr.platform.losses.kd import kd_kl_from_teacher_logits, kd_per_sample, logits_by_row_teacher
 from structvpr.platform.losses.student_loss import KDMode, kd_mode, student_loss
-from structvpr.platform.losses.weighting import GROUPS, gallery_weights
+from structvpr.platform.losses.weighting import GROUPS, counts_per_condition, rank_of_true_positive, sample_weights
 from structvpr.platform.models.inputs import ColorJitter, flatten_views
 from structvpr.platform.recipe import Recipe
 
@@ -68,15 +68,42 @@ class StudentKind:
         kd_cfg = job.recipe.kd
         with torch.no_grad():
             seg, _ = flatten_views(batch["seg"].to(job.device), batch["place"])
-            teacher_desc = job.teacher.embed(seg)
-        kd = kd_per_sample(kd_cfg.loss, desc.float(), teacher_desc.float(), tau=kd_cfg.tau)
-        weights, counts = None, {}
-        if self.mode.weighted:
-            rows = gallery.rows_of(batch["place"], batch["views"]).to(job.device)
-            weights, counts = gallery_weights(teacher_desc.float(), desc.detach().float(), labels, gallery.teacher,
-                                              gallery.student, gallery.labels, kd_cfg.weighting, exclude_self_ids=rows)
+            teacher_desc = None if job.fold_teachers else job.teacher.embed(seg)
+        if job.fold_teachers:
+            kd = kd_kl_from_teacher_logits(desc.float(), self.fold_teacher_logits(job, seg, labels), kd_cfg.tau)
+        else:
+            kd = kd_per_sample(kd_cfg.loss, desc.float(), teacher_desc.float(), tau=kd_cfg.tau)
+        weights, counts = self.weights(job, batch, labels, desc, teacher_desc, gallery) if self.mode.weighted else (None, {})
         total, parts = student_loss(metric, kd, weights, kd_cfg.lam, self.mode.name)
         return total, {"loss": total.detach(), "metric_loss": parts["metric"], "kd": parts["kd_mean"]}, counts
+
+    @staticmethod
+    @torch.no_grad()
+    def fold_teacher_logits(job, seg: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """kd.teacher_source=folds: sample i's similarity targets from the fold teacher that never saw its place,
+        each fold teacher embedding the whole batch (its row must stay in its own descriptor space)."""
+        folds = torch.tensor([job.fold_of_place[int(p)] for p in labels.tolist()], device=seg.device)
+        present = sorted(set(folds.tolist()))
+        descs = [job.fold_teachers[f].embed(seg).float() for f in present]
+        index = torch.tensor([present.index(f) for f in folds.tolist()], device=seg.device)
+        return logits_by_row_teacher(descs, index, job.recipe.kd.tau)
+
+    def weights(self, job, batch: dict, labels, desc, teacher_desc, gallery):
+        """StructVPR weights of the batch and the group counts, overall and per condition.
+
+        r_S is ranked over the gallery; r_T too (kd.ranks=in_fold), or read from the ranks table of fold
+        teachers that never saw the sample's place (kd.ranks=out_of_fold: job.teacher_ranks)."""
+        cfg = job.recipe.kd.weighting
+        rows = gallery.rows_of(batch["place"], batch["views"]).to(job.device)
+        if job.teacher_ranks is not None:
+            r_t = torch.tensor([job.teacher_ranks[(int(p), int(v))] for p, vs in zip(batch["place"], batch["views"])
+                                for v in vs], device=job.device)
+        else:
+            r_t = rank_of_true_positive(teacher_desc.float(), labels, gallery.teacher, gallery.labels, rows)
+        r_s = rank_of_true_positive(desc.detach().float(), labels, gallery.student, gallery.labels, rows)
+        weights, counts = sample_weights(r_t, r_s, cfg, gallery_size=gallery.labels.shape[0])
+        conditions = [gallery.conditions[i] for i in rows.tolist()]
+        return weights, counts | counts_per_condition(r_t, r_s, cfg, conditions)
 
 
 def job_kind(recipe: Recipe) -> TeacherKind | StudentKind:

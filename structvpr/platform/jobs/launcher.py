@@ -1,89 +1,47 @@
-"""The driver side of `structvpr train teacher|student`: check inputs, start Ray Train, then log and register.
-
-Everything that can be checked without Ray is checked first (recipe keys and
-types, shards, val split, teacher), so a mistake fails in a second, not after
-a cluster has started.
-"""
+"""The driver side of `structvpr train teacher|student`: the recipe's job, and for a teacher with folds=K
+its fold teachers and ranks table; a weighted student with kd.ranks=out_of_fold gets that table's ranks."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
-from pathlib import Path
-
-from structvpr.config import flatten, load_config
-from structvpr.datasets.records import DatasetError
 from structvpr.datasets.shards.manifest import Manifest
-from structvpr.platform.jobs.job_kind import job_kind
+from structvpr.platform.jobs.single_job import absolute_paths, check_inputs, load_recipe, train_job
+from structvpr.platform.losses.student_loss import KD_MODES
 from structvpr.platform.recipe import Recipe
-from structvpr.platform.store.references import check_fits_shards, load_branch
-from structvpr.platform.store.tracking import resolve_tracking_uri, start_or_resume_run
 
-DONE_FILE = "structvpr_done.json"
-
-
-def load_recipe(kind: str, config: str | None, overrides: list[str]) -> Recipe:
-    return load_config(Recipe, config, [f"kind={kind}", *overrides])
-
-
-def check_inputs(recipe: Recipe) -> Manifest:
-    """The manifest of usable shards; clear errors for missing shards, an empty val set, or a teacher that does not fit."""
-    manifest = Manifest.load(recipe.data.shards)
-    manifest.shard_paths("train", "places")
-    for role in ("database", "queries"):
-        try:
-            manifest.shard_paths(recipe.eval.split, role)
-        except DatasetError:
-            raise DatasetError(f"the {recipe.eval.split} set in {recipe.data.shards} has no {role} images: "
-                               f"evaluation needs both; build shards with a {recipe.eval.split} split") from None
-    if job_kind(recipe).uses_teacher:
-        teacher, trained_on = load_branch(recipe.teacher)
-        check_fits_shards(teacher, trained_on, manifest, "teacher")
-    return manifest
-
-
-def run_name(recipe: Recipe) -> str:
-    """A stable name: the same recipe resumes the same run; a changed recipe starts a new one."""
-    if recipe.run.name:
-        return recipe.run.name
-    settings = asdict(recipe)
-    settings["run"] = {}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{recipe.kind}-{digest}"
-
-
-def absolute_paths(recipe: Recipe) -> Recipe:
-    """Workers may run in other folders (ray job submit): hand them absolute paths."""
-    recipe.data.shards = str(Path(recipe.data.shards).resolve())
-    recipe.run.storage_path = str(Path(recipe.run.storage_path).resolve()) if "://" not in recipe.run.storage_path else recipe.run.storage_path
-    if recipe.teacher and not recipe.teacher.startswith(("runs:/", "models:/")):
-        recipe.teacher = str(Path(recipe.teacher).resolve())
-    return recipe
+__all__ = ["load_recipe", "run_training"]
 
 
 def run_training(kind: str, config: str | None, overrides: list[str], progress: bool = True) -> dict:
+    """Train the recipe's job; a teacher with folds=K then trains its fold teachers and writes the ranks table."""
     recipe = absolute_paths(load_recipe(kind, config, overrides))
     manifest = check_inputs(recipe)
-    name = run_name(recipe)
-    done = Path(recipe.run.storage_path) / name / DONE_FILE
-    if done.is_file():
-        print(f"run {name} already finished; its summary is in {done} (set run.name=... to train again)")
-        return json.loads(done.read_text())
-    from structvpr.platform.jobs.resources import check_cluster_fits
-    from structvpr.runtime import ensure_ray
+    fold_plan = None
+    if recipe.folds:
+        from structvpr.platform.ranking.fold_jobs import plan_for
 
-    ensure_ray()
-    check_cluster_fits(recipe)  # before an MLflow run is opened for a job that could never start
-    uri = resolve_tracking_uri(recipe.tracking.uri)
-    run_id = start_or_resume_run(uri, recipe.tracking.experiment, name, flatten(asdict(recipe)),
-                                 tags={"structvpr.kind": kind, "structvpr.train_manifest": manifest.hash})
-    print(f"{kind} run {name}: MLflow run {run_id} at {uri}; checkpoints under {recipe.run.storage_path}/{name}")
-    from structvpr.platform.jobs.ray_trainer import fit
+        fold_plan = plan_for(recipe, manifest)  # too many folds is refused here, before any training
+    worker_inputs = student_inputs(recipe, manifest)
+    summary = train_job(recipe, manifest, progress, worker_inputs)
+    if fold_plan is not None:
+        from structvpr.platform.ranking.fold_jobs import rank_out_of_fold
 
-    result = fit(recipe, name, run_id, uri, progress)
-    from structvpr.platform.jobs.finalize import finalize_run
-
-    summary = finalize_run(recipe, name, run_id, uri, result, manifest, progress)
-    done.write_text(json.dumps(summary, indent=1))
+        summary = rank_out_of_fold(recipe, manifest, fold_plan, summary, progress)
     return summary
+
+
+def student_inputs(recipe: Recipe, manifest: Manifest) -> dict:
+    """What the workers of a student get beside the recipe, from its teacher's folds: the out-of-fold r_T of
+    every training view (kd.ranks=out_of_fold), the fold teachers and each place's fold (kd.teacher_source=folds)."""
+    mode = KD_MODES[recipe.kd.mode]
+    wants_ranks = mode.weighted and recipe.kd.ranks == "out_of_fold"
+    wants_folds = mode.uses_teacher and recipe.kd.teacher_source == "folds"
+    if recipe.kind != "student" or not (wants_ranks or wants_folds):
+        return {}
+    from structvpr.platform.ranking.lookup import fold_teachers_for_student, ranks_for_student
+
+    table = ranks_for_student(recipe, manifest)  # checked even if only the folds are read: it says which is which
+    inputs = {"teacher_ranks": [[r.place, r.view, r.r_t] for r in table.rows]} if wants_ranks else {}
+    if wants_folds:
+        inputs["fold_teachers"] = fold_teachers_for_student(recipe, manifest)
+        inputs["fold_of_place"] = sorted({(r.place, r.fold) for r in table.rows})
+    return inputs

@@ -26,7 +26,9 @@ def epoch_printer_cls():
     return EpochPrinter
 
 
-def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress_file: str | None = None):
+def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress_file: str | None = None,
+                  worker_inputs: dict | None = None, callbacks: list | None = None):
+    """The TorchTrainer of one job; `callbacks` are added to the epoch printer (a sweep adds Tune's reporter)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -38,7 +40,8 @@ def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str, pro
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"recipe": asdict(recipe), "run_id": run_id, "tracking_uri": tracking_uri,
-                           "teacher_ref": recipe.teacher, "progress_file": progress_file},
+                           "teacher_ref": recipe.teacher, "progress_file": progress_file,
+                           "inputs": worker_inputs or {}},
         scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                                resources_per_worker=resources, placement_strategy=s.placement_strategy),
         run_config=ray.train.RunConfig(
@@ -46,17 +49,17 @@ def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str, pro
             failure_config=ray.train.FailureConfig(max_failures=recipe.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.run.keep_checkpoints,
                                                          checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
-            callbacks=[epoch_printer_cls()()],
+            callbacks=[epoch_printer_cls()(), *(callbacks or [])],
             logging_config=ray.train.LoggingConfig(log_level=recipe.run.log_level),
             worker_runtime_env={"env_vars": env},
         ),
     )
 
 
-def fit(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress: bool = True):
+def fit(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress: bool = True, worker_inputs: dict | None = None):
     """Run the trainer on the Ray that run_training joined (ensure_ray), drawing the driver's progress bar."""
     from structvpr.platform.jobs.progress import DriverProgress, progress_path
 
     path = progress_path(recipe.run.storage_path, name)
     with DriverProgress(path, recipe.train.epochs, recipe.data.batches_per_epoch, f"{recipe.kind} {name}", progress):
-        return build_trainer(recipe, name, run_id, tracking_uri, str(path) if progress else None).fit()
+        return build_trainer(recipe, name, run_id, tracking_uri, str(path) if progress else None, worker_inputs).fit()

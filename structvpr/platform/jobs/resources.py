@@ -66,6 +66,18 @@ def shortfall(request: WorkerRequest, nodes: list[dict[str, float]]) -> str | No
             f"{len(nodes)} node(s) have {room}; largest node: {_describe(_largest(nodes))}")
 
 
+def jobs_fitting(recipe: Recipe, extra_cpu_per_job: float = 0.0) -> int:
+    """How many jobs of this recipe's worker group the alive nodes hold at once (at least 1).
+
+    `extra_cpu_per_job` is what else each job holds while it runs (a Tune trial's own actor), spread
+    over its workers: counting it keeps queued jobs from holding CPUs that the running ones need."""
+    s = recipe.scaling
+    bundle = dict(WorkerRequest.from_scaling(s).bundle)
+    bundle["CPU"] += extra_cpu_per_job / s.num_workers
+    workers = sum(workers_fitting(node, bundle) for node in alive_node_resources())
+    return max(1, workers // s.num_workers)
+
+
 def alive_node_resources() -> list[dict[str, float]]:
     import ray
 

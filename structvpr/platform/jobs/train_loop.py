@@ -52,6 +52,10 @@ class Job:
     history: list = field(default_factory=list)
     resumed_from: list = field(default_factory=list)  # finished epochs at each automatic restart
     poster: StepPoster | None = None  # rank 0 feeds the driver's progress bar
+    exclude_places: frozenset[int] = frozenset()  # a fold teacher does not train on its fold (and buffer)
+    teacher_ranks: dict[tuple[int, int], int] | None = None  # (place, view) -> out-of-fold r_T (kd.ranks=out_of_fold)
+    fold_teachers: list = field(default_factory=list)  # kd.teacher_source=folds: fold i's teacher at index i
+    fold_of_place: dict[int, int] = field(default_factory=dict)
 
     @property
     def amp(self) -> bool:
@@ -65,7 +69,7 @@ def train_loop_per_worker(config: dict) -> None:
     model, optimizer, scheduler = build_model(job)
     start_epoch = restore(job, model, optimizer, scheduler)
     metric_loss = MetricLoss(distributed=job.world_size > 1)
-    loader = training_loader(job.recipe, job.rank, job.world_size, start_epoch)
+    loader = training_loader(job.recipe, job.rank, job.world_size, start_epoch, job.exclude_places)
     for epoch in range(start_epoch, job.recipe.train.epochs):
         torch.manual_seed(job.recipe.train.seed * 7919 + epoch * 101 + job.rank)
         gallery = refresh_gallery(job, model) if job.kind.uses_gallery else None
@@ -81,18 +85,30 @@ def make_job(config: dict) -> Job:
     ctx = ray.train.get_context()
     return build_job(from_dict(Recipe, config["recipe"]), ctx.get_world_rank(), ctx.get_world_size(),
                      ray.train.torch.get_device(), config["run_id"], config["tracking_uri"],
-                     teacher_ref=config.get("teacher_ref", ""), progress_file=config.get("progress_file"))
+                     teacher_ref=config.get("teacher_ref", ""), progress_file=config.get("progress_file"),
+                     inputs=config.get("inputs"))
 
 
 def build_job(recipe: Recipe, rank: int, world_size: int, device: torch.device, run_id: str = "",
-              tracking_uri: str = "", teacher_ref: str = "", progress_file: str | None = None) -> Job:
-    """A job from explicit arguments (benchmarks build one outside Ray Train this way)."""
-    job = Job(recipe, job_kind(recipe), rank, world_size, device, Manifest.load(recipe.data.shards), run_id, tracking_uri)
+              tracking_uri: str = "", teacher_ref: str = "", progress_file: str | None = None,
+              inputs: dict | None = None) -> Job:
+    """A job from explicit arguments (benchmarks build one outside Ray Train this way).
+
+    `inputs` is what the driver computed for it: `exclude_places` (a fold teacher's held-out places),
+    `teacher_ranks` ([place, view, r_T] rows of the ranks table), `fold_teachers` (references) and
+    `fold_of_place` ([place, fold] pairs)."""
+    inputs = inputs or {}
+    job = Job(recipe, job_kind(recipe), rank, world_size, device, Manifest.load(recipe.data.shards), run_id, tracking_uri,
+              exclude_places=frozenset(inputs.get("exclude_places", ())))
+    if "teacher_ranks" in inputs:
+        job.teacher_ranks = {(int(p), int(v)): int(r) for p, v, r in inputs["teacher_ranks"]}
     if rank == 0 and progress_file:
         job.poster = StepPoster(progress_file, recipe.data.batches_per_epoch)
     if job.kind.uses_teacher:
         job.teacher, _ = load_branch(teacher_ref or recipe.teacher, device)
         job.teacher.requires_grad_(False)
+    job.fold_teachers = [load_branch(ref, device)[0].requires_grad_(False) for ref in inputs.get("fold_teachers", ())]
+    job.fold_of_place = {int(p): int(f) for p, f in inputs.get("fold_of_place", ())}
     return job
 
 
@@ -168,7 +184,9 @@ def restore(job: Job, model, optimizer, scheduler) -> int:
 
 
 def refresh_gallery(job: Job, model) -> Gallery:
-    gallery, job.teacher_gallery = build_gallery(unwrap(model), job.teacher_gallery, job.teacher,
+    # With out-of-fold ranks from a table, the teacher's gallery is never needed: only r_S is ranked.
+    teacher = job.teacher if job.teacher_ranks is None else None
+    gallery, job.teacher_gallery = build_gallery(unwrap(model), job.teacher_gallery, teacher,
                                                  job.recipe.data.shards, job.device, job.rank, job.world_size)
     return gallery
 
@@ -191,9 +209,16 @@ def train_epoch(job: Job, model, optimizer, scheduler, metric_loss, gallery, loa
         if job.poster is not None:
             job.poster.step(epoch, steps, parts.get("loss", parts["metric_loss"]))
     stats = {f"train_{k}": float(v) / max(1, steps) for k, v in sums.items()}
-    stats.update({f"group_{g}": float(groups.get(g, 0)) for g in job.kind.weighting_groups})
+    stats.update({f"group_{g}": float(groups.get(g, 0)) for g in group_names(job, gallery)})
     stats["lr"] = scheduler.get_last_lr()[0]
     return _all_reduce_mean(stats, job) if job.world_size > 1 else stats
+
+
+def group_names(job: Job, gallery: Gallery | None) -> list[str]:
+    """Every weighting group, and every group per condition: the same keys on every rank (all_reduce needs them)."""
+    groups = list(job.kind.weighting_groups)
+    conditions = gallery.condition_names if gallery is not None and groups else []
+    return groups + [f"{g}.{c}" for g in groups for c in conditions]
 
 
 def batch_loss(job: Job, model, metric_loss, batch: dict, gallery: Gallery | None, jitter):

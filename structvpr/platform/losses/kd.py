@@ -29,9 +29,23 @@ def kd_similarity_kl(student_desc: torch.Tensor, teacher_desc: torch.Tensor, tau
         raise ValueError(f"tau must be positive, got {tau}")
     if student_desc.shape[0] < 2:
         return student_desc.new_zeros(student_desc.shape[0])  # no other sample to compare with
+    return kd_kl_from_teacher_logits(student_desc, _off_diagonal_logits(teacher_desc.detach(), tau), tau)
+
+
+def kd_kl_from_teacher_logits(student_desc: torch.Tensor, teacher_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """Per-sample KL(p_T || p_S) [B] from the teacher's off-diagonal similarity logits [B, B - 1]."""
     log_p_s = F.log_softmax(_off_diagonal_logits(student_desc, tau), dim=1)
-    log_p_t = F.log_softmax(_off_diagonal_logits(teacher_desc.detach(), tau), dim=1)
+    log_p_t = F.log_softmax(teacher_logits.detach(), dim=1)
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+
+
+def logits_by_row_teacher(teacher_descs: list[torch.Tensor], row_teacher: torch.Tensor, tau: float) -> torch.Tensor:
+    """Teacher logits [B, B - 1] where row i comes from teacher row_teacher[i]'s descriptors of the whole batch.
+
+    Each row stays within one teacher's descriptor space, which is what lets teachers with different
+    spaces (the fold teachers) each give the targets of their own samples."""
+    logits = torch.stack([_off_diagonal_logits(d, tau) for d in teacher_descs])  # [T, B, B - 1]
+    return logits[row_teacher, torch.arange(row_teacher.shape[0], device=row_teacher.device)]
 
 
 def kd_mse(student_desc: torch.Tensor, teacher_desc: torch.Tensor, tau: float | None = None) -> torch.Tensor:

@@ -154,6 +154,17 @@ def sample_weights(teacher_ranks: torch.Tensor, student_ranks: torch.Tensor, cfg
     return weights, counts
 
 
+def counts_per_condition(teacher_ranks: torch.Tensor, student_ranks: torch.Tensor, cfg: WeightingConfig,
+                         conditions: list[str]) -> dict[str, int]:
+    """Counts per group and condition of the samples, keyed "<group>.<condition>" (the diagnostics of METHOD.md)."""
+    masks = group_masks(teacher_ranks, student_ranks, cfg)
+    counts = {}
+    for condition in sorted(set(conditions)):
+        mine = torch.tensor([c == condition for c in conditions], device=teacher_ranks.device)
+        counts.update({f"{name}.{condition}": int((mask & mine).sum()) for name, mask in masks.items()})
+    return counts
+
+
 def gallery_weights(teacher_desc: torch.Tensor, student_desc: torch.Tensor, labels: torch.Tensor,
                     teacher_gallery: torch.Tensor, student_gallery: torch.Tensor, gallery_labels: torch.Tensor,
                     cfg: WeightingConfig, exclude_self_ids: torch.Tensor | None = None

@@ -1,0 +1,1 @@
+"""The MLflow model registry: evaluation records, gated promotion of the `champion` alias, rollback, listings."""

@@ -1,0 +1,97 @@
+"""One training job on the driver: check its inputs, start Ray Train, then log and register.
+
+Everything that can be checked without Ray is checked first (recipe keys and
+types, shards, val split, teacher), so a mistake fails in a second, not after
+a cluster has started. A finished job (its DONE_FILE written) is not run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from structvpr.config import flatten, load_config
+from structvpr.datasets.records import DatasetError
+from structvpr.datasets.shards.manifest import Manifest
+from structvpr.platform.jobs.job_kind import job_kind
+from structvpr.platform.recipe import Recipe
+from structvpr.platform.store.references import check_fits_shards, load_branch
+from structvpr.platform.store.tracking import resolve_tracking_uri, start_or_resume_run
+
+DONE_FILE = "structvpr_done.json"
+
+
+def load_recipe(kind: str, config: str | None, overrides: list[str]) -> Recipe:
+    return load_config(Recipe, config, [f"kind={kind}", *overrides])
+
+
+def check_inputs(recipe: Recipe) -> Manifest:
+    """The manifest of usable shards; clear errors for missing shards, an empty val set, or a teacher that does not fit."""
+    manifest = Manifest.load(recipe.data.shards)
+    manifest.shard_paths("train", "places")
+    for role in ("database", "queries"):
+        try:
+            manifest.shard_paths(recipe.eval.split, role)
+        except DatasetError:
+            raise DatasetError(f"the {recipe.eval.split} set in {recipe.data.shards} has no {role} images: "
+                               f"evaluation needs both; build shards with a {recipe.eval.split} split") from None
+    if job_kind(recipe).uses_teacher:
+        teacher, trained_on = load_branch(recipe.teacher)
+        check_fits_shards(teacher, trained_on, manifest, "teacher")
+    return manifest
+
+
+def run_name(recipe: Recipe) -> str:
+    """A stable name: the same recipe resumes the same run; a changed recipe starts a new one.
+
+    `folds` and `fold_block_m` are left out: they add fold teachers beside the full teacher but do not change
+    it, so a teacher trained without folds is reused when the same recipe is run again with folds=K."""
+    if recipe.run.name:
+        return recipe.run.name
+    settings = asdict(recipe)
+    settings["run"] = {}
+    for key in ("folds", "fold_block_m"):
+        settings.pop(key)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{recipe.kind}-{digest}"
+
+
+def absolute_paths(recipe: Recipe) -> Recipe:
+    """Workers may run in other folders (ray job submit): hand them absolute paths."""
+    recipe.data.shards = str(Path(recipe.data.shards).resolve())
+    recipe.run.storage_path = str(Path(recipe.run.storage_path).resolve()) if "://" not in recipe.run.storage_path else recipe.run.storage_path
+    if recipe.teacher and not recipe.teacher.startswith(("runs:/", "models:/")):
+        recipe.teacher = str(Path(recipe.teacher).resolve())
+    if recipe.kd.teacher_ranks and not recipe.kd.teacher_ranks.startswith(("runs:/", "models:/")):
+        recipe.kd.teacher_ranks = str(Path(recipe.kd.teacher_ranks).resolve())
+    return recipe
+
+
+def train_job(recipe: Recipe, manifest: Manifest, progress: bool = True, worker_inputs: dict | None = None,
+              tags: dict | None = None) -> dict:
+    """One Ray Train job, its MLflow run and its registered model; a finished job is not run again."""
+    name = run_name(recipe)
+    done = Path(recipe.run.storage_path) / name / DONE_FILE
+    if done.is_file():
+        print(f"run {name} already finished; its summary is in {done} (set run.name=... to train again)")
+        return json.loads(done.read_text())
+    from structvpr.platform.jobs.resources import check_cluster_fits
+    from structvpr.runtime import ensure_ray
+
+    ensure_ray()
+    check_cluster_fits(recipe)  # before an MLflow run is opened for a job that could never start
+    uri = resolve_tracking_uri(recipe.tracking.uri)
+    run_id = start_or_resume_run(uri, recipe.tracking.experiment, name, flatten(asdict(recipe)),
+                                 tags={"structvpr.kind": recipe.kind, "structvpr.train_manifest": manifest.hash,
+                                       **(tags or {})})
+    print(f"{recipe.kind} run {name}: MLflow run {run_id} at {uri}; checkpoints under {recipe.run.storage_path}/{name}")
+    from structvpr.platform.jobs.ray_trainer import fit
+
+    result = fit(recipe, name, run_id, uri, progress, worker_inputs or {})
+    from structvpr.platform.jobs.finalize import finalize_run
+
+    summary = finalize_run(recipe, name, run_id, uri, result, manifest, progress)
+    done.write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,158 @@
+"""After a sweep: the trials table, its plots, the best trial's recipe, the child runs' status, the best model.
+
+Artifacts of the parent run: trials.csv (one row per trial: id, status, epochs run, best and last
+value of the metric, the sampled values, its MLflow run), parallel_coordinates.png, curves.png (the
+metric by epoch for every trial) and best_recipe.yaml, ready to run with `structvpr train student`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+from structvpr.config import dump_yaml
+from structvpr.tuning.sweep import Sweep
+from structvpr.tuning.trial import SweepContext, trial_recipe, trial_run_name
+
+STATUS_TAG = "structvpr.trial_status"
+RUN_STATUS = {"finished": "FINISHED", "stopped": "KILLED", "error": "FAILED"}
+
+
+def trial_rows(results, sweep: Sweep) -> list[dict]:
+    """One row per trial, best first: status (finished, stopped by the scheduler, error) and the metric."""
+    rows = [_row(result, sweep) for result in results]
+    sign = -1 if sweep.tune.mode == "max" else 1
+    return sorted(rows, key=lambda r: (math.isnan(r["best"]), sign * (0 if math.isnan(r["best"]) else r["best"])))
+
+
+def _row(result, sweep: Sweep) -> dict:
+    history = _history(result, sweep.tune.metric)
+    epochs = int(max((e for e, _ in history), default=0))
+    status = "error" if result.error else ("finished" if epochs >= sweep.recipe.train.epochs else "stopped")
+    values = [v for _, v in history]
+    best = (max(values) if sweep.tune.mode == "max" else min(values)) if values else float("nan")
+    trial_id = result.metrics.get("trial_id") or Path(result.path).name
+    return {"trial_id": trial_id, "status": status, "epochs": epochs, "best": best,
+            "last": values[-1] if values else float("nan"), **{k: result.config.get(k) for k in sweep.space},
+            "run_name": trial_run_name(sweep.name, trial_id)}
+
+
+def _history(result, metric: str) -> list[tuple[float, float]]:
+    frame = result.metrics_dataframe
+    if frame is None or metric not in frame or "epoch" not in frame:
+        return []
+    return [(float(e), float(v)) for e, v in zip(frame["epoch"], frame[metric]) if not math.isnan(v)]
+
+
+def write_table(rows: list[dict], path: Path) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def plot_curves(results, sweep: Sweep, path: Path) -> Path:
+    from structvpr.platform.evaluation.plots import _save, plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for result in results:
+        history = _history(result, sweep.tune.metric)
+        if history:
+            ax.plot(*zip(*history), marker="o", ms=3, lw=1, alpha=0.8)
+    ax.set(xlabel="epoch", ylabel=sweep.tune.metric, title=f"{sweep.name}: every trial (stopped trials end early)")
+    return _save(fig, path)
+
+
+def plot_parallel(rows: list[dict], sweep: Sweep, path: Path) -> Path:
+    """Parallel coordinates: one line per trial across the sampled values, coloured by its best metric."""
+    from structvpr.platform.evaluation.plots import _save, plt
+
+    keys = [k for k in sweep.space if all(isinstance(r[k], (int, float)) for r in rows)] + ["best"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(keys)), 4.2))
+    usable = [r for r in rows if not math.isnan(r["best"])]
+    if usable:
+        scores = [r["best"] for r in usable]
+        low, high = min(scores), max(scores)
+        for r in usable:
+            ys = [_scaled(r[k], [q[k] for q in usable]) for k in keys]
+            ax.plot(range(len(keys)), ys, color=plt.cm.viridis((r["best"] - low) / ((high - low) or 1)), alpha=0.8)
+    ax.set_xticks(range(len(keys)), [k.replace("kd.weighting.", "") for k in keys], rotation=20)
+    ax.set(yticks=[], title=f"trials by value (each axis scaled to its range); colour: best {sweep.tune.metric}")
+    return _save(fig, path)
+
+
+def _scaled(value: float, column: list[float]) -> float:
+    low, high = min(column), max(column)
+    return (value - low) / (high - low) if high > low else 0.5
+
+
+def best_recipe_yaml(sweep: Sweep, context: SweepContext, row: dict, path: Path) -> Path:
+    recipe = trial_recipe(context, sampled(sweep, row), row["trial_id"])
+    recipe.run.name = ""  # a run of its own when trained again, not the trial's
+    recipe.tracking.register = True
+    path.write_text(f"# best trial {row['trial_id']} of {context.name}: best {row['best']:.3f}\n" + dump_yaml(recipe))
+    return path
+
+
+def sampled(sweep: Sweep, row: dict) -> dict:
+    """The values the searcher chose for this trial."""
+    return {k: row[k] for k in sweep.space}
+
+
+def mark_child_runs(rows: list[dict], uri: str, experiment: str) -> None:
+    """Each trial's MLflow run ends with its status: FINISHED, KILLED (stopped by ASHA) or FAILED."""
+    from structvpr.platform.store.tracking import RUN_NAME_TAG, client, experiment_id
+
+    c = client(uri)
+    exp = experiment_id(uri, experiment)
+    for row in rows:
+        found = c.search_runs([exp], filter_string=f"tags.`{RUN_NAME_TAG}` = '{row['run_name']}'", max_results=1)
+        if found:
+            c.set_tag(found[0].info.run_id, STATUS_TAG, row["status"])
+            c.set_terminated(found[0].info.run_id, status=RUN_STATUS[row["status"]])
+            row["mlflow_run_id"] = found[0].info.run_id
+
+
+def log_report(results, sweep: Sweep, context: SweepContext, rows: list[dict]) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_table(rows, folder / "trials.csv")
+        plot_curves(results, sweep, folder / "curves.png")
+        plot_parallel(rows, sweep, folder / "parallel_coordinates.png")
+        if rows and not math.isnan(rows[0]["best"]):
+            best_recipe_yaml(sweep, context, rows[0], folder / "best_recipe.yaml")
+        mlflow.set_tracking_uri(context.tracking_uri)
+        with mlflow.start_run(run_id=context.parent_run_id):
+            mlflow.log_artifacts(str(folder))
+            if rows and not math.isnan(rows[0]["best"]):
+                mlflow.log_metric(f"best_{sweep.tune.metric}", rows[0]["best"])
+                mlflow.set_tag("structvpr.best_trial", rows[0]["trial_id"])
+
+
+def register_best(results, sweep: Sweep, context: SweepContext, row: dict):
+    """Log the best trial's best checkpoint as a model in its run and register it as a structvpr-student version."""
+    import ray.train
+
+    from structvpr.platform.jobs.finalize import finalize_run
+    from structvpr.platform.jobs.ray_trainer import SCORE
+    from structvpr.platform.store.logged_model import REGISTERED_NAMES
+    from structvpr.platform.store.tracking import client
+
+    result = next(r for r in results if (r.metrics.get("trial_id") or Path(r.path).name) == row["trial_id"])
+    frame = result.metrics_dataframe.dropna(subset=["checkpoint_path"])
+    best = frame.loc[frame[sweep.tune.metric].idxmax() if sweep.tune.mode == "max" else frame[sweep.tune.metric].idxmin()]
+    adapter = SimpleNamespace(best_checkpoints=[(ray.train.Checkpoint(best["checkpoint_path"]), {SCORE: best[SCORE]})],
+                              checkpoint=ray.train.Checkpoint(frame["checkpoint_path"].iloc[-1]))
+    recipe = trial_recipe(context, sampled(sweep, row), row["trial_id"])
+    recipe.tracking.register = True
+    summary = finalize_run(recipe, recipe.run.name, row["mlflow_run_id"], context.tracking_uri, adapter, sweep.manifest)
+    if summary["registered_model"]:
+        client(context.tracking_uri).set_model_version_tag(REGISTERED_NAMES["student"], str(summary["registered_model"]),
+                                                           "structvpr.sweep", sweep.name)
+    return summary["registered_model"]
