@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/structvpr demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=15
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=60
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
