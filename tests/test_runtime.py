@@ -41,8 +41,9 @@ def still_running(pids: list) -> list[int]:
     return alive
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def driver():
+    """One driver for the module (starting Ray takes 15 s here); the SIGKILL test, last in the file, ends it."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     proc = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, env=env)
     report = json.loads(proc.stdout.readline())

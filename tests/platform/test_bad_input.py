@@ -207,3 +207,34 @@ def test_more_folds_than_spatial_blocks(inputs, tiny_shards, capsys, monkeypatch
     code, err = run_cli(TEACHER + [f"data.shards={tiny_shards}", "folds=3", "fold_block_m=100000"], inputs, capsys,
                         monkeypatch)
     assert_refused(code, err, "folds=3", "1 spatial block")
+
+
+TUNE = ["tune", "--config", str(CONFIGS / "tune.yaml")]
+TUNE_CASES = [
+    (["tune.num_samples=0"], "tune.num_samples"),
+    (["tune.num_sample=3"], "tune.num_sample"),
+    (["tune.searcher=grid"], "grid"),
+    (["tune.scheduler.name=hyperband"], "hyperband"),
+    (["tune.mode=up"], "up"),
+    (["tune.max_concurrent_trials=-1"], "tune.max_concurrent_trials"),
+    (["tune.metric=val_recall_at_3"], "val_recall_at_3"),
+    (["tune.scheduler.grace_period=9"], "grace_period"),
+    (["tune.space.kd.lam={uniform: [3, 1]}"], "tune.space.kd.lam"),
+    (["tune.space.kd.lam={normal: [0, 1]}"], "normal"),
+    (["tune.space.kd.bogus={choice: [1, 2]}"], "kd.bogus"),
+    (["tune.space.kd.weighting.noisy_rank={randint: [0, 5]}"], "noisy_rank=0"),
+    ([], "garbage.pt"),
+]
+
+
+@pytest.mark.parametrize("extra,named", TUNE_CASES, ids=[c[0][0] if c[0] else "bad teacher" for c in TUNE_CASES])
+def test_tune_arguments(inputs, tiny_shards, capsys, monkeypatch, extra, named):
+    """Every part of a sweep is checked before Ray starts: the section, the space (each corner makes a recipe),
+    the metric against what trials report, ASHA's grace period against the epochs, then the teacher."""
+    code, err = run_cli(TUNE + [f"data.shards={tiny_shards}", "teacher=garbage.pt", *extra], inputs, capsys, monkeypatch)
+    assert_refused(code, err, named)
+
+
+def test_tune_needs_a_tune_section(inputs, capsys, monkeypatch):
+    code, err = run_cli(["tune", "--config", str(CONFIGS / "student.yaml")], inputs, capsys, monkeypatch)
+    assert_refused(code, err, "student.yaml", "no tune: section")

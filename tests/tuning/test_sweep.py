@@ -76,10 +76,13 @@ def test_asha_sweep_survives_a_killed_driver_and_reports_to_mlflow(tiny_shards, 
     for child in children:
         assert child.info.status == {"finished": "FINISHED", "stopped": "KILLED"}[status[child.info.run_id]]
         steps = [m.step for m in c.get_metric_history(child.info.run_id, "val_recall_at_1")]
-        assert steps == list(range(1, len(steps) + 1)), steps  # one report per epoch, none twice
+        # A trial in flight at the kill reruns from its last checkpoint, so it may log that epoch twice.
+        assert sorted(set(steps)) == list(range(1, max(steps) + 1)), steps
         if status[child.info.run_id] == "finished":
-            assert len(steps) == EPOCHS
-    assert all(status[run_id] == "finished" for run_id in finished_before), "a finished trial is not run again"
+            assert max(steps) == EPOCHS
+    for run_id in finished_before:  # a finished trial is not run again: one report per epoch, once
+        assert status[run_id] == "finished"
+        assert [m.step for m in c.get_metric_history(run_id, "val_recall_at_1")] == list(range(1, EPOCHS + 1))
     registered = [v for v in c.search_model_versions("name='structvpr-student'")
                   if v.tags.get("structvpr.sweep") and v.run_id in status]
     assert len(registered) == 1, "--register-best registers the best trial once"
