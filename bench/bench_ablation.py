@@ -235,7 +235,8 @@ def plot(results: dict, summary: dict, path: Path) -> None:
     left.bar(modes, means, yerr=[summary["modes"][m]["r1_std"] for m in modes], capsize=4, color="#4c72b0")
     left.axhline(summary["teacher_r1"], color="#c44e52", ls="--", label="teacher (segmentation)")
     left.set(ylabel="test R@1 (%)", title="overall (mean ± sd over seeds)")
-    left.tick_params(axis="x", labelrotation=25)
+    plt.setp(left.get_xticklabels(), rotation=30, ha="right")  # mode names are long enough to overlap
+    fig.subplots_adjust(bottom=0.24, wspace=0.25)
     left.legend(loc="lower right", fontsize=8)
     width = 0.8 / max(1, len(modes))
     for i, mode in enumerate(modes):
