@@ -116,7 +116,9 @@ def _ddp_rank(rank: int, world: int, port: int, results):
 
 def test_ddp_metric_loss_sees_every_ranks_embeddings():
     world = 2
-    with mp.Manager() as manager:
+    # Spawn, not fork: this pytest process may hold a Ray driver, and a forked copy of its threads
+    # and sockets has crashed Ray's pubsub in the driver (docs/TESTING.md).
+    with mp.get_context("spawn").Manager() as manager:
         results = manager.dict()
         mp.spawn(_ddp_rank, args=(world, _free_port(), results), nprocs=world, join=True)
         results = dict(results)
