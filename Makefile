@@ -16,17 +16,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/structvpr demo
 
-# One pytest process per area, each with a fresh local Ray instance (docs/TESTING.md says why);
-# every area runs and reports even when an earlier one failed.
-TEST_AREAS := tests/datasets tests/platform tests/tuning tests/deploy 'tests/test_*.py'
-PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=20
-
+# One pytest process per area, in two lanes at once (docs/TESTING.md says why); TEST_LANES=1 for one.
 test: $(STAMP)
-	@failed=""; \
-	for area in $(TEST_AREAS); do \
-		echo "=== $$area"; $(PYTEST) $$area || failed="$$failed $$area"; \
-	done; \
-	if [ -n "$$failed" ]; then echo "FAILED areas:$$failed"; exit 1; fi; echo "=== all areas passed"
+	HF_HUB_OFFLINE=1 $(BIN)/python tests/run_areas.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
