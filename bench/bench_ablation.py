@@ -5,6 +5,8 @@ teacher ranks come from the teacher's own training gallery (in-fold) or from fol
     .venv/bin/python bench/bench_ablation.py                              # ground-truth segmentation
     .venv/bin/python bench/bench_ablation.py --seeds 0 --modes plain,weighted-oof
     .venv/bin/python bench/bench_ablation.py --quick                      # tiny city, a few steps: checks the script runs
+    .venv/bin/python bench/bench_ablation.py --seg-model predicted --seeds 0 --modes weighted-oof \
+        --set kd.weighting.noisy_rank=40 --tag n40                        # a variant, stored as weighted-oof+n40
 
 One teacher recipe (configs/cpu/teacher.yaml: resnet18 + GeM on the one-hot categories) is trained on
 the shards of the small synthetic city at 80x60 with `folds=K` (--folds, default 3): the full teacher,
@@ -61,12 +63,17 @@ def parse_args(argv=None):
     p.add_argument("--seg-model", default="gt", choices=["gt", "predicted"],
                    help="segmentation in the shards: the labels (gt) or a model trained here (predicted)")
     p.add_argument("--seg-epochs", type=int, default=4, help="epochs of the segmentation model (--seg-model predicted)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a student recipe override for every run of this call (repeatable), e.g. kd.weighting.noisy_rank=40")
+    p.add_argument("--tag", help="name for the --set variant: results go under MODE+TAG (needed with --set)")
     p.add_argument("--out", help="JSON results (default bench/results/ablation-<seg>.json)")
     p.add_argument("--plot", help="bar chart (default docs/ablation-<seg>.png; none with --quick)")
     args = p.parse_args(argv)
     unknown = set(args.modes.split(",")) - set(MODES)
     if unknown:
         p.error(f"unknown --modes {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}")
+    if args.set and not args.tag:
+        p.error("--set needs --tag: the variant must not be stored under the plain mode's name")
     return args
 
 
@@ -112,12 +119,12 @@ def main(argv=None):
     results["students"] = earlier_students(out, results["setup"])
     for seed in [int(s) for s in args.seeds.split(",")]:
         for mode in args.modes.split(","):
-            extra = [*short, *MODES[mode], f"train.seed={seed}", f"teacher={teacher['checkpoint']}"]
+            extra = [*short, *MODES[mode], *args.set, f"train.seed={seed}", f"teacher={teacher['checkpoint']}"]
             student = train("student", shards, folder, extra)
             record = test_recall(student["checkpoint"], shards)
             record["val_r1"] = student["metrics"]["best_val_recall_at_1"]
             record["groups"] = group_history(folder, student["mlflow_run_id"])
-            results["students"].setdefault(mode, {})[str(seed)] = record
+            results["students"].setdefault(f"{mode}+{args.tag}" if args.tag else mode, {})[str(seed)] = record
             out.write_text(json.dumps(results, indent=1))  # after every run: an interrupted ablation keeps it
     summary = summarize(results)
     results["summary"] = summary

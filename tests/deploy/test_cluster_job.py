@@ -1,4 +1,5 @@
-"""The cluster path: `ray job submit` to a head + worker started with `ray start`, tracking to an `mlflow server`."""
+"""The cluster path: `ray job submit` of a teacher job and of a sweep to a head + worker started with `ray start`,
+tracking to an `mlflow server`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import structvpr
-from structvpr.datasets.shards.build import BuildOptions, build_shards
 from structvpr.deploy.local_cluster import LocalCluster
 from structvpr.deploy.mlflow_server import MlflowServer
 from structvpr.deploy.processes import venv_env
@@ -28,13 +28,6 @@ def services(tmp_path_factory):
         yield cluster, server
 
 
-@pytest.fixture(scope="module")
-def shards(tiny_city, tmp_path_factory, ray_local):
-    out = tmp_path_factory.mktemp("cluster") / "shards"
-    build_shards("vg", tiny_city, out, BuildOptions(image_size=(64, 48), progress=False))
-    return out
-
-
 def submit(cluster: LocalCluster, server: MlflowServer, *entrypoint: str) -> subprocess.CompletedProcess:
     runtime_env = {"env_vars": {"HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": server.uri}}
     cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", f"--address={cluster.dashboard}",
@@ -42,24 +35,42 @@ def submit(cluster: LocalCluster, server: MlflowServer, *entrypoint: str) -> sub
     return subprocess.run(cmd, capture_output=True, text=True, env=venv_env(), timeout=900)
 
 
-def test_teacher_then_student_jobs_spread_over_two_nodes(services, shards, tmp_path):
+def common(shards, checkpoints, server: MlflowServer) -> list[str]:
+    return [f"data.shards={shards}", f"run.storage_path={checkpoints}", f"tracking.uri={server.uri}", *TINY]
+
+
+def assert_on_both_nodes(run) -> None:
+    assert run.info.status == "FINISHED"
+    assert len(run.data.tags["structvpr.worker_nodes"].split(",")) == 2, "workers must sit on both nodes"
+
+
+def test_a_teacher_job_then_a_sweep_job_spread_over_two_nodes(services, tiny_shards, tmp_path):
+    """The two ways a team submits work: a training job, and a sweep whose trials are student jobs."""
     from mlflow.tracking import MlflowClient
 
     cluster, server = services
-    common = [f"data.shards={shards}", f"run.storage_path={tmp_path / 'ckpt'}", f"tracking.uri={server.uri}", *TINY]
-    teacher = submit(cluster, server, "structvpr", "train", "teacher", "--config", "configs/tiny/teacher.yaml", *common)
+    teacher = submit(cluster, server, "structvpr", "train", "teacher", "--config", "configs/tiny/teacher.yaml",
+                     *common(tiny_shards, tmp_path, server))
     assert teacher.returncode == 0 and "succeeded" in teacher.stdout.lower(), teacher.stdout[-4000:] + teacher.stderr[-2000:]
-    student = submit(cluster, server, "structvpr", "train", "student", "--config", "configs/tiny/student.yaml",
-                     "teacher=models:/structvpr-teacher/1", *common)
-    assert student.returncode == 0 and "succeeded" in student.stdout.lower(), student.stdout[-4000:] + student.stderr[-2000:]
+    sweep = submit(cluster, server, "structvpr", "tune", "--config", "configs/tiny/tune.yaml", "--register-best",
+                   "teacher=models:/structvpr-teacher/1", "kd.ranks=in_fold", "tune.num_samples=2",
+                   "tune.scheduler.name=none", *common(tiny_shards, tmp_path, server))
+    assert sweep.returncode == 0 and "succeeded" in sweep.stdout.lower(), sweep.stdout[-4000:] + sweep.stderr[-2000:]
+    assert "2 finished" in sweep.stdout, sweep.stdout[-4000:]
 
     mlflow = MlflowClient(server.uri)
-    runs = mlflow.search_runs([mlflow.get_experiment_by_name("structvpr-tiny").experiment_id])
-    assert {r.data.tags["structvpr.kind"] for r in runs} == {"teacher", "student"}
-    for run in runs:
-        assert run.info.status == "FINISHED"
-        assert len(run.data.tags["structvpr.worker_nodes"].split(",")) == 2, "workers must sit on both nodes"
-        assert "best_val_recall_at_1" in run.data.metrics
-        artifacts = {a.path for a in mlflow.list_artifacts(run.info.run_id)}
-        assert {"recipe.yaml", "recall_at_n.png", "retrievals.png"} <= artifacts
-    assert mlflow.get_latest_versions("structvpr-student") and mlflow.get_latest_versions("structvpr-teacher")
+    (run,) = mlflow.search_runs([mlflow.get_experiment_by_name("structvpr-tiny").experiment_id])
+    assert run.data.tags["structvpr.kind"] == "teacher" and "best_val_recall_at_1" in run.data.metrics
+    assert_on_both_nodes(run)
+    assert {"recipe.yaml", "recall_at_n.png", "retrievals.png"} <= {a.path for a in mlflow.list_artifacts(run.info.run_id)}
+
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("structvpr-tiny-tune").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("structvpr.kind") == "sweep"]
+    assert parent.info.status == "FINISHED" and parent.data.params["cluster.nodes"] == "2"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2
+    for child in children:
+        assert_on_both_nodes(child)
+        assert "val_recall_at_1" in child.data.metrics
+    (student,) = mlflow.search_model_versions("name='structvpr-student'")
+    assert student.tags["structvpr.sweep"] == parent.info.run_name and student.run_id in {c.info.run_id for c in children}
