@@ -59,10 +59,11 @@ class MlflowServer:
         if self.auth:
             cmd += ["--app-name", "basic-auth"]
             env |= self._auth_env()
-        self.pid = spawn(cmd, self.folder / "mlflow-server.log", env).pid
+        process = spawn(cmd, self.folder / "mlflow-server.log", env)
+        self.pid = process.pid
         save_state(self.folder / STATE_FILE, {"folder": str(self.folder), "port": self.port, "pid": self.pid, "uri": self.uri})
         try:
-            wait_until(self.healthy, timeout, "mlflow server", self.folder / "mlflow-server.log")
+            wait_until(self.healthy, timeout, "mlflow server", self.folder / "mlflow-server.log", process)
         except BaseException:
             self.stop()
             raise

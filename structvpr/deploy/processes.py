@@ -72,14 +72,21 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def wait_until(check, timeout: float, what: str, log: Path | None = None) -> None:
+def wait_until(check, timeout: float, what: str, log: Path | None = None, process: subprocess.Popen | None = None) -> None:
+    """Wait for check() to hold; give up at the timeout, or at once when `process` (the service) has exited."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if check():
             return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode} before it was ready" + _log_tail(log))
         time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s" + _log_tail(log))
+
+
+def _log_tail(log: Path | None) -> str:
     tail = log.read_text()[-3000:] if log and log.is_file() else ""
-    raise TimeoutError(f"{what} not ready after {timeout:.0f} s" + (f"; end of {log}:\n{tail}" if tail else ""))
+    return f"; end of {log}:\n{tail}" if tail else ""
 
 
 def save_state(path: Path, state: dict) -> None:

@@ -1,9 +1,11 @@
-"""An `mlflow server` with MLflow's basic-auth app: refused without credentials, and promotion works with them."""
+"""The local `mlflow server` tool: a server that cannot start is reported at once; with MLflow's basic-auth app a
+request without credentials is refused, and promotion works with them."""
 
 from __future__ import annotations
 
 import base64
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -28,6 +30,15 @@ def get(url: str, credentials: dict | None = None) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def test_a_server_that_cannot_start_is_reported_at_once_with_its_log(tmp_path):
+    with socket.socket() as busy:  # the port is taken by a socket that never answers
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(RuntimeError, match=r"mlflow server exited with status \d+ before it was ready; end of .*mlflow-server.log"):
+            MlflowServer(tmp_path, port=busy.getsockname()[1]).start(timeout=600)
+    assert not (tmp_path / ".structvpr-mlflow.json").exists(), "a server that never started leaves no state behind"
 
 
 @pytest.fixture(scope="module")
