@@ -67,9 +67,10 @@ class LocalCluster:
         ray = str(Path(sys.executable).parent / "ray")
         head = [ray, "start", "--head", f"--port={self.gcs_port}", "--node-ip-address=127.0.0.1",
                 "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
-        self.pids.append(spawn(head + self.node_args(), self.folder / "head.log").pid)
+        head_process = spawn(head + self.node_args(), self.folder / "head.log")  # --block: it lives as long as the head
+        self.pids.append(head_process.pid)
         self._save()
-        wait_until(lambda: self.alive_nodes() >= 1, timeout, "Ray head", self.folder / "head.log")
+        wait_until(lambda: self.alive_nodes() >= 1, timeout, "Ray head", self.folder / "head.log", head_process)
         for i in range(self.workers):
             # Its own temp dir: nodes sharing one would share runtime_resources/, and a worker node that
             # finishes with a job's working_dir deletes it under the driver still running on the head.
