@@ -49,6 +49,9 @@ class TuneSection:
     space: dict = field(default_factory=dict)
     """Recipe key -> distribution: {choice: [..]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]},
     {randint: [lo, hi]} (both ends included), {qrandint: [lo, hi, q]}, {quniform: [lo, hi, q]}."""
+    points_to_evaluate: list = field(default_factory=list)
+    """Trials to run first, in this order: each a mapping of every space key to a value (e.g. the recipe's
+    defaults, to see them beside the search); the searcher proposes the remaining trials."""
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -59,6 +62,9 @@ class TuneSection:
             raise ValueError(f"tune.mode must be max or min, got {self.mode!r}")
         if self.max_concurrent_trials < 0:
             raise ValueError(f"tune.max_concurrent_trials must be >= 0, got {self.max_concurrent_trials}")
+        if len(self.points_to_evaluate) > self.num_samples:
+            raise ValueError(f"tune.points_to_evaluate holds {len(self.points_to_evaluate)} points, more than "
+                             f"tune.num_samples ({self.num_samples})")
         if not self.space:
             raise ValueError("tune.space is empty: give at least one recipe key and its distribution, "
                              "e.g. kd.lam: {loguniform: [0.1, 10]}")

@@ -69,6 +69,30 @@ def parse_space(space: dict, recipe: dict) -> dict[str, Parsed]:
     return parsed
 
 
+def parse_points(points: list, parsed: dict[str, Parsed], recipe: dict) -> list[dict]:
+    """tune.points_to_evaluate as flat {space key: value} mappings, each naming every space key and making a
+    valid recipe. ConfigError naming the point otherwise."""
+    flat_points = []
+    for i, point in enumerate(points):
+        if not isinstance(point, dict):
+            raise ConfigError(f"tune.points_to_evaluate[{i}] must map space keys to values, got {point!r}")
+        flat = _flat_point(point)
+        if set(flat) != set(parsed):
+            raise ConfigError(f"tune.points_to_evaluate[{i}] must give exactly the space's keys "
+                              f"({', '.join(sorted(parsed))}); it gives {', '.join(sorted(flat)) or 'none'}")
+        try_values(recipe, flat)
+        flat_points.append(flat)
+    return flat_points
+
+
+def _flat_point(point: dict, prefix: str = "") -> dict:
+    """A point written nested (kd: {lam: 0.5}) or dotted (kd.lam: 0.5) as dotted keys (a value is never a mapping)."""
+    flat = {}
+    for key, value in point.items():
+        flat.update(_flat_point(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return flat
+
+
 def flat_space(space: dict, prefix: str = "") -> dict:
     """Dotted recipe keys -> distributions. A space may be written nested (kd: {lam: {uniform: ...}}), and a
     `tune.space.kd.lam=...` override arrives nested: both mean the key kd.lam."""

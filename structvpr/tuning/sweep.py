@@ -20,7 +20,7 @@ from structvpr.datasets.shards.manifest import Manifest
 from structvpr.platform.jobs.single_job import absolute_paths, check_inputs
 from structvpr.platform.recipe import Recipe
 from structvpr.tuning.section import TuneSection
-from structvpr.tuning.space import parse_space, tune_domains
+from structvpr.tuning.space import parse_points, parse_space, tune_domains
 from structvpr.tuning.trial import SweepContext, run_trial
 
 TRIAL_CPU = 0.05  # each trial's own Tune actor holds a little CPU while its Train workers run
@@ -57,6 +57,7 @@ def load_sweep(config: str | None, overrides: list[str]) -> Sweep:
     section = from_dict(TuneSection, tune_data, "tune.")
     recipe = absolute_paths(from_dict(Recipe, data))
     space = parse_space(section.space, asdict(recipe))
+    section.points_to_evaluate = parse_points(section.points_to_evaluate, space, asdict(recipe))
     check_metric(section, recipe)
     manifest = check_inputs(recipe)
     return Sweep(recipe, section, space, manifest)
@@ -105,10 +106,10 @@ def searcher(t: TuneSection):
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would break the progress bar
-        return OptunaSearch(seed=t.seed)
+        return OptunaSearch(seed=t.seed, points_to_evaluate=t.points_to_evaluate or None)
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=t.seed)
+    return BasicVariantGenerator(random_state=t.seed, points_to_evaluate=t.points_to_evaluate or None)
 
 
 def scheduler(t: TuneSection, epochs: int):

@@ -223,6 +223,9 @@ TUNE_CASES = [
     (["tune.space.kd.lam={normal: [0, 1]}"], "normal"),
     (["tune.space.kd.bogus={choice: [1, 2]}"], "kd.bogus"),
     (["tune.space.kd.weighting.noisy_rank={randint: [0, 5]}"], "noisy_rank=0"),
+    (["tune.points_to_evaluate=[{kd.lam: 0.5}]"], "tune.points_to_evaluate[0]"),
+    (["tune.points_to_evaluate=[7]"], "tune.points_to_evaluate[0]"),
+    (["tune.num_samples=1", "tune.points_to_evaluate=[{}, {}]"], "more than tune.num_samples"),
     ([], "garbage.pt"),
 ]
 

@@ -20,10 +20,14 @@ from structvpr.platform.store.tracking import client
 TINY = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4", "data.views_per_place=2",
         "data.batches_per_epoch=2", "train.epochs=3"]
 EPOCHS = 3
-# ASHA stops a trial whose metric is below a rung's cutoff; val recall on the tiny val split takes a few values,
-# trials tie, and a tie is not below the cutoff: with four trials none was stopped in one of three runs.
-# The training loss (lambda is in the space, so trials differ in scale) never ties.
-CONTINUOUS_METRIC = ["tune.metric=train_loss", "tune.mode=min"]
+# ASHA stops a trial whose metric is worse than a rung's cutoff. Left to the searcher, whether any of four trials
+# is worse than an earlier one at its rung is chance, and more so after a restore, which starts the scheduler's
+# rungs afresh (Tune does not save them): no trial was stopped in two of three runs. So the trials are given:
+# three alike, then one whose lambda makes its training loss (a continuous metric: no ties) clearly worse.
+GOOD = "kd.weighting.good_rank: 1, kd.weighting.noisy_rank: 10"
+POINTS = (f"[{{kd.lam: 0.3, kd.weighting.w_high: 2.0, {GOOD}}}, {{kd.lam: 0.3, kd.weighting.w_high: 2.5, {GOOD}}}, "
+          f"{{kd.lam: 0.3, kd.weighting.w_high: 3.0, {GOOD}}}, {{kd.lam: 3.0, kd.weighting.w_high: 2.0, {GOOD}}}]")
+ASHA_MUST_STOP = ["tune.metric=train_loss", "tune.mode=min", f"tune.points_to_evaluate={POINTS}"]
 
 
 def structvpr(*args, **kwargs):
@@ -53,7 +57,7 @@ def teacher(tiny_shards, workdir):
 def test_asha_sweep_survives_a_killed_driver_and_reports_to_mlflow(tiny_shards, workdir, teacher):
     # in-fold ranks: the sweep machinery is under test here, not the folds (tests/platform/test_jobs.py has those)
     cmd, env = structvpr("tune", "--config", "configs/tiny/tune.yaml", *common(tiny_shards, workdir),
-                         f"teacher={teacher}", "kd.ranks=in_fold", "tune.num_samples=4", *CONTINUOUS_METRIC,
+                         f"teacher={teacher}", "kd.ranks=in_fold", "tune.num_samples=4", *ASHA_MUST_STOP,
                          "--register-best")
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)
@@ -77,7 +81,7 @@ def test_asha_sweep_survives_a_killed_driver_and_reports_to_mlflow(tiny_shards, 
     status = {r.info.run_id: r.data.tags.get("structvpr.trial_status") for r in children}
     # Every trial ended (a stopped trial's workers freed: on 2 CPUs a leaked placement group starves the next trial)
     assert set(status.values()) <= {"finished", "stopped"}, status
-    assert "stopped" in status.values(), "ASHA (grace 1, factor 2) should stop a trailing trial"
+    assert "stopped" in status.values(), "ASHA (grace 1, factor 2) must stop the trial with lambda 3"
     for child in children:
         assert child.info.status == {"finished": "FINISHED", "stopped": "KILLED"}[status[child.info.run_id]]
         steps = [m.step for m in c.get_metric_history(child.info.run_id, "val_recall_at_1")]
