@@ -22,11 +22,12 @@ TINY = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4",
 EPOCHS = 3
 # ASHA stops a trial whose metric is worse than a rung's cutoff. Left to the searcher, whether any of four trials
 # is worse than an earlier one at its rung is chance, and more so after a restore, which starts the scheduler's
-# rungs afresh (Tune does not save them): no trial was stopped in two of three runs. So the trials are given:
-# three alike, then one whose lambda makes its training loss (a continuous metric: no ties) clearly worse.
+# rungs afresh (Tune does not save them): no trial was stopped in two of three runs. So the trials are given,
+# ranked by training loss (continuous: no ties), which grows with lambda: the first (finished before the kill)
+# is the best, two alike follow, then one with lambda 3 that ASHA must stop.
 GOOD = "kd.weighting.good_rank: 1, kd.weighting.noisy_rank: 10"
-POINTS = (f"[{{kd.lam: 0.3, kd.weighting.w_high: 2.0, {GOOD}}}, {{kd.lam: 0.3, kd.weighting.w_high: 2.5, {GOOD}}}, "
-          f"{{kd.lam: 0.3, kd.weighting.w_high: 3.0, {GOOD}}}, {{kd.lam: 3.0, kd.weighting.w_high: 2.0, {GOOD}}}]")
+POINTS = (f"[{{kd.lam: 0.3, kd.weighting.w_high: 2.0, {GOOD}}}, {{kd.lam: 1.0, kd.weighting.w_high: 2.5, {GOOD}}}, "
+          f"{{kd.lam: 1.0, kd.weighting.w_high: 3.0, {GOOD}}}, {{kd.lam: 3.0, kd.weighting.w_high: 2.0, {GOOD}}}]")
 ASHA_MUST_STOP = ["tune.metric=train_loss", "tune.mode=min", f"tune.points_to_evaluate={POINTS}"]
 
 
