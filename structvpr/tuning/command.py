@@ -61,7 +61,7 @@ def _better(value: float, best: float, mode: str) -> bool:
 def run_sweep(config: str | None, overrides: list[str], register_best: bool = False, progress: bool = True) -> dict:
     from structvpr.platform.jobs.launcher import student_inputs
     from structvpr.platform.jobs.resources import check_cluster_fits
-    from structvpr.platform.store.tracking import resolve_tracking_uri, start_or_resume_run
+    from structvpr.platform.store.tracking import finish_run, resolve_tracking_uri, start_or_resume_run
     from structvpr.runtime import ensure_ray
     from structvpr.tuning.report import log_report, mark_child_runs, register_best as register, trial_rows
 
@@ -80,10 +80,8 @@ def run_sweep(config: str | None, overrides: list[str], register_best: bool = Fa
     rows = trial_rows(results, sweep)
     mark_child_runs(rows, uri, sweep.recipe.tracking.experiment)
     log_report(results, sweep, context, rows)
-    version = register(results, sweep, context, rows[0]) if register_best and rows and rows[0]["status"] != "error" else None
-    from structvpr.platform.store.tracking import finish_run
-
-    finish_run(uri, parent)
+    finish_run(uri, parent)  # the sweep's record is complete before a registration that might fail
+    version = register(sweep, context, rows[0]) if register_best and rows and rows[0]["status"] != "error" else None
     print_summary(sweep, rows, version)
     return {"sweep": sweep.name, "parent_run_id": parent, "trials": rows, "registered_model": version}
 

@@ -11,7 +11,6 @@ import csv
 import math
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 from structvpr.config import dump_yaml
 from structvpr.tuning.sweep import Sweep
@@ -135,24 +134,34 @@ def log_report(results, sweep: Sweep, context: SweepContext, rows: list[dict]) -
                 mlflow.set_tag("structvpr.best_trial", rows[0]["trial_id"])
 
 
-def register_best(results, sweep: Sweep, context: SweepContext, row: dict):
+def register_best(sweep: Sweep, context: SweepContext, row: dict):
     """Log the best trial's best checkpoint as a model in its run and register it as a structvpr-student version."""
-    import ray.train
-
     from structvpr.platform.jobs.finalize import finalize_run
-    from structvpr.platform.jobs.ray_trainer import SCORE
     from structvpr.platform.store.logged_model import REGISTERED_NAMES
     from structvpr.platform.store.tracking import client
 
-    result = next(r for r in results if (r.metrics.get("trial_id") or Path(r.path).name) == row["trial_id"])
-    frame = result.metrics_dataframe.dropna(subset=["checkpoint_path"])
-    best = frame.loc[frame[sweep.tune.metric].idxmax() if sweep.tune.mode == "max" else frame[sweep.tune.metric].idxmin()]
-    adapter = SimpleNamespace(best_checkpoints=[(ray.train.Checkpoint(best["checkpoint_path"]), {SCORE: best[SCORE]})],
-                              checkpoint=ray.train.Checkpoint(frame["checkpoint_path"].iloc[-1]))
     recipe = trial_recipe(context, sampled(sweep, row), row["trial_id"])
     recipe.tracking.register = True
-    summary = finalize_run(recipe, recipe.run.name, row["mlflow_run_id"], context.tracking_uri, adapter, sweep.manifest)
+    kept = kept_checkpoints(recipe.run.storage_path, recipe.run.name)
+    summary = finalize_run(recipe, recipe.run.name, row["mlflow_run_id"], context.tracking_uri, kept, sweep.manifest)
     if summary["registered_model"]:
         client(context.tracking_uri).set_model_version_tag(REGISTERED_NAMES["student"], str(summary["registered_model"]),
                                                            "structvpr.sweep", sweep.name)
     return summary["registered_model"]
+
+
+def kept_checkpoints(storage_path: str, run_name: str):
+    """Ray Train's own record of a trial's checkpoints (its checkpoint manager snapshot), as a Train Result.
+
+    Not the checkpoint paths in Tune's per-epoch rows: Train deletes all but run.keep_checkpoints of them
+    (ranked by val recall@1, which need not be the sweep's metric), and a trial resumed after a killed
+    driver reports again from its restored state, so a row can name a folder that no longer exists."""
+    import ray.train
+
+    path = f"{str(storage_path).rstrip('/')}/{run_name}"
+    try:
+        return ray.train.Result.from_path(path)
+    except RuntimeError as exc:
+        raise RuntimeError(f"the best trial's Ray Train run at {path} has no record of its checkpoints ({exc}); "
+                           "its checkpoints were moved or deleted: run the sweep's best_recipe.yaml with "
+                           "`structvpr train student` to train that model again") from None

@@ -26,6 +26,13 @@ def epoch_printer_cls():
     return EpochPrinter
 
 
+def checkpoint_config(keep: int):
+    """Ray Train keeps the `keep` best checkpoints by val recall@1, and the latest; it deletes the others."""
+    import ray.train
+
+    return ray.train.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=SCORE, checkpoint_score_order="max")
+
+
 def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str, progress_file: str | None = None,
                   worker_inputs: dict | None = None, callbacks: list | None = None):
     """The TorchTrainer of one job; `callbacks` are added to the epoch printer (a sweep adds Tune's reporter)."""
@@ -47,8 +54,7 @@ def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str, pro
         run_config=ray.train.RunConfig(
             name=name, storage_path=recipe.run.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=recipe.run.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.run.keep_checkpoints,
-                                                         checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
+            checkpoint_config=checkpoint_config(recipe.run.keep_checkpoints),
             callbacks=[epoch_printer_cls()(), *(callbacks or [])],
             logging_config=ray.train.LoggingConfig(log_level=recipe.run.log_level),
             worker_runtime_env={"env_vars": env},
