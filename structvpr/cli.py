@@ -179,6 +179,42 @@ def add_registry_commands(sub) -> None:
     back.set_defaults(func=cmd_registry_rollback)
 
 
+def cmd_index_build(args) -> int:
+    from structvpr.deploy.serving.commands import run_index_build
+
+    return run_index_build(args.model, args.shards, args.split, args.out, args.overwrite, not args.no_log,
+                           progress=not args.quiet)
+
+
+def cmd_localize(args) -> int:
+    from structvpr.deploy.serving.commands import run_localize
+
+    if args.top_k < 1:
+        return fail(f"--top-k must be at least 1, got {args.top_k}")
+    return run_localize(args.model, args.index, args.images, args.top_k, args.out, args.format, progress=not args.quiet)
+
+
+def add_serving_commands(sub) -> None:
+    index = sub.add_parser("index", help="place indexes for serving").add_subparsers(dest="index_cmd", required=True)
+    build = index.add_parser("build", help="a place index (FAISS + coordinates + keys) of a database split, "
+                                           "logged beside an MLflow model")
+    build.add_argument("--model", required=True, help="runs:/<id>/model, models:/<name>@<alias>, or a checkpoint")
+    build.add_argument("--shards", required=True, help="shards whose database images are the places")
+    build.add_argument("--split", default="test", help="split whose database is indexed (default test)")
+    build.add_argument("--out", default="place_index", help="folder to write the index to (default ./place_index)")
+    build.add_argument("--overwrite", action="store_true", help="replace a place index already in --out")
+    build.add_argument("--no-log", action="store_true", help="do not log the index beside an MLflow model")
+    build.set_defaults(func=cmd_index_build)
+    loc = sub.add_parser("localize", help="top-k places of images, as CSV or JSON")
+    loc.add_argument("--model", required=True, help="runs:/<id>/model, models:/<name>@<alias>, or a checkpoint")
+    loc.add_argument("--index", required=True, help="a place index folder, or runs:/<id>/place_index")
+    loc.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
+    loc.add_argument("--top-k", type=int, default=5, help="places per image (default 5)")
+    loc.add_argument("--out", default=None, help="file to write (default: standard output)")
+    loc.add_argument("--format", choices=["csv", "json"], default=None, help="default: from --out's suffix, else csv")
+    loc.set_defaults(func=cmd_localize)
+
+
 def cmd_demo(args) -> int:
     from structvpr.demo import run_demo
 
@@ -249,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_seg_commands(sub)
     add_train_commands(sub)
     add_registry_commands(sub)
+    add_serving_commands(sub)
     return parser
 
 

@@ -31,17 +31,32 @@ def load_rgb(path: str | Path, size: tuple[int, int] | None = None) -> tuple[np.
     try:
         _check_regular_file(path)
         with Image.open(path) as img:
-            original = img.size
-            if size is not None:
-                # JPEG can decode at 1/2, 1/4, 1/8 scale directly: much faster for large sources.
-                img.draft("RGB", (size[0], size[1]))
-            img.load()  # forces the full decode, so truncated files fail here and not later
-            img = img.convert("RGB")
-            if size is not None and img.size != tuple(size):
-                img = img.resize(tuple(size), Image.BILINEAR)
-            return np.asarray(img), original
+            original = img.size  # before draft(), which shrinks it
+            return _rgb_at_size(img, size), original
     except _DECODE_ERRORS as exc:
         raise SkipInput(_unreadable(path, exc)) from None
+
+
+def rgb_from_bytes(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An image file's bytes as RGB uint8 HxWx3, resized to size=(W, H) the way shards are built (serving).
+
+    Raises ValueError with the decoder's reason for bytes that are not a readable image."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return _rgb_at_size(img, size)
+    except _DECODE_ERRORS as exc:
+        raise ValueError(f"cannot decode image ({exc}); it is truncated, corrupt or not an image") from None
+
+
+def _rgb_at_size(img: Image.Image, size: tuple[int, int] | None) -> np.ndarray:
+    if size is not None:
+        # JPEG can decode at 1/2, 1/4, 1/8 scale directly: much faster for large sources.
+        img.draft("RGB", (size[0], size[1]))
+    img.load()  # forces the full decode, so truncated files fail here and not later
+    img = img.convert("RGB")
+    if size is not None and img.size != tuple(size):
+        img = img.resize(tuple(size), Image.BILINEAR)
+    return np.asarray(img)
 
 
 def _unreadable(path: str, exc: Exception) -> Skip:

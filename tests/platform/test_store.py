@@ -9,9 +9,11 @@ import re
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from structvpr.datasets.images import encode_jpeg, rgb_from_bytes
 from structvpr.platform.models import create_branch
 from structvpr.platform.store.checkpoint import load_state, save_state, set_rng_state
 from structvpr.platform.store.references import ModelSourceError, load_branch
@@ -160,9 +162,14 @@ def test_a_logged_model_round_trips_as_data_and_runs_no_logged_code(tmp_path, tr
     x = torch.randn(2, 3, 48, 64)
     with torch.no_grad():
         expected = model(x)
-    # MLflow's own tools see a pyfunc and serve it.
-    served = mlflow.pyfunc.load_model("models:/structvpr-student/1").predict(x.numpy())
-    np.testing.assert_allclose(served, expected.numpy(), rtol=1e-5, atol=1e-6)
+    # MLflow's own tools see a pyfunc that takes JPEG bytes (at any size: resized as the shards were) and serves it.
+    jpegs = [encode_jpeg((np.random.default_rng(i).random((96, 128, 3)) * 255).astype(np.uint8)) for i in range(2)]
+    pixels = torch.from_numpy(np.stack([rgb_from_bytes(j, (64, 48)) for j in jpegs])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        wanted = model.embed(pixels).numpy()
+    served = mlflow.pyfunc.load_model("models:/structvpr-student/1").predict(pd.DataFrame({"image": jpegs}))
+    np.testing.assert_allclose(np.stack(served["descriptor"]), wanted, rtol=1e-5, atol=1e-6)
+    assert "places" not in served  # no place index logged beside it
     # Code in the artifact is never run by load_branch: make it leave a marker if it were.
     marker = tmp_path / "ran"
     for code in (tmp_path / "mlartifacts").rglob("served_model.py"):

@@ -1,29 +1,29 @@
-"""The pyfunc a logged branch is served as (MLflow models-from-code): spec.json + weights.safetensors -> descriptors.
+"""The pyfunc a logged branch is served as (MLflow models-from-code): JPEG bytes -> descriptors -> top-k places.
 
-MLflow runs this file when it logs or serves the model; structvpr's own loader (`load_branch`) never does.
+MLflow runs this file when it serves a model or loads it with mlflow.pyfunc; structvpr's own loader
+(`load_logged_branch`) never does. What it reads and answers: structvpr/deploy/serving/served_localizer.py.
 """
 
 from __future__ import annotations
+
+import os
 
 import mlflow.models
 from mlflow.pyfunc import PythonModel
 
 
-class BranchModel(PythonModel):
-    """Preprocessed float input [B, C, H, W] -> L2-normalised descriptors [B, dim]."""
+class PlaceRecognitionModel(PythonModel):
+    """DataFrame with a binary `image` column -> one row per image: `descriptor`, and `places` with an index."""
 
     def load_context(self, context) -> None:
-        from structvpr.platform.store.logged_model import branch_from_files
+        from structvpr.deploy.serving.served_localizer import load_served_localizer
 
-        self.model = branch_from_files(context.artifacts["spec"], context.artifacts["weights"], "the served model")
-        self.model.for_inference()
+        self.localizer = load_served_localizer(context.artifacts, os.environ)
 
     def predict(self, context, model_input, params=None):
-        import numpy as np
-        import torch
+        from structvpr.deploy.serving.served_localizer import answer
 
-        with torch.no_grad():
-            return self.model(torch.as_tensor(np.asarray(model_input, dtype=np.float32))).numpy()
+        return answer(self.localizer, model_input, params or {})
 
 
-mlflow.models.set_model(BranchModel())
+mlflow.models.set_model(PlaceRecognitionModel())

@@ -1,6 +1,7 @@
 """The model logged to an MLflow run and registered as a new version of structvpr-teacher / structvpr-student.
 
-An MLflow pyfunc (models-from-code, `served_model.py`) whose artifacts are the whole branch as data:
+An MLflow pyfunc (models-from-code, structvpr/deploy/serving/served_model.py: JPEG bytes in, descriptors and
+top-k places out) whose artifacts are the whole branch as data:
 spec.json (create_branch's arguments), weights.safetensors (the state dict) and trained_on.json
 (image size, shards, kind). `load_logged_branch` downloads just those three files and rebuilds the
 branch: nothing in the artifact is unpickled or run.
@@ -12,34 +13,41 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import nn
 
 from structvpr.platform.store.checkpoint import ModelSourceError, build_branch
 
 REGISTERED_NAMES = {"teacher": "structvpr-teacher", "student": "structvpr-student"}
 PIP_REQUIREMENTS = ["torch==2.14.1", "timm==1.0.31", "safetensors==0.8.0", "numpy"]
-SERVED_MODEL = Path(__file__).with_name("served_model.py")
+# The file MLflow runs to serve the model; referenced by path only (the store never imports serving).
+SERVED_MODEL = Path(__file__).parents[2] / "deploy" / "serving" / "served_model.py"
 FILES = {"spec": "spec.json", "weights": "weights.safetensors", "trained_on": "trained_on.json"}
 
 
-def log_model(model: nn.Module, image_size: tuple[int, int], trained_on: dict, register_as_kind: str | None):
-    """Log `model` as "model" of the active run; registered as a new version when `register_as_kind` is set."""
-    import mlflow.pyfunc
-    from mlflow.models import infer_signature
+def log_model(model: nn.Module, image_size: tuple[int, int], trained_on: dict, register_as_kind: str | None,
+              segmenter: str | None = None):
+    """Log `model` as "model" of the active run; registered as a new version when `register_as_kind` is set.
 
-    width, height = image_size
-    example = np.zeros((1, model.spec["in_chans"], height, width), dtype=np.float32)
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
+    segmenter: a segmentation checkpoint served with a teacher, which reads category maps of the images."""
+    import mlflow.pyfunc
+
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_files(Path(tmp), model, trained_on)
+        files = write_files(Path(tmp), model, {"image_size": list(image_size), **trained_on})
+        artifacts = {k: str(p) for k, p in files.items()} | ({"segmenter": str(segmenter)} if segmenter else {})
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(SERVED_MODEL), artifacts={k: str(p) for k, p in files.items()},
-            signature=infer_signature(example, output), pip_requirements=PIP_REQUIREMENTS,
+            name="model", python_model=str(SERVED_MODEL), artifacts=artifacts, signature=served_signature(),
+            pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=REGISTERED_NAMES[register_as_kind] if register_as_kind else None)
     return getattr(info, "registered_model_version", None)
+
+
+def served_signature():
+    """JPEG bytes in a binary `image` column (base64 in JSON), and top_k; one row of results per image."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec(DataType.binary, "image")]),
+                          params=ParamSchema([ParamSpec("top_k", DataType.long, 5)]))
 
 
 def write_files(folder: Path, model: nn.Module, trained_on: dict) -> dict[str, Path]:
