@@ -1,7 +1,10 @@
-"""An `mlflow server` on this machine (sqlite + served artifacts), for tests and for trying the cluster path.
+"""An `mlflow server` on this machine (sqlite or a given store, served artifacts), for tests and trying the cluster path.
 
-    python -m structvpr.deploy.mlflow_server start [--folder DIR] [--port N] [--auth]   # prints MLFLOW_TRACKING_URI
+    python -m structvpr.deploy.mlflow_server start [--folder DIR] [--port N] [--auth] [--backend-store-uri URI]
     python -m structvpr.deploy.mlflow_server stop [--folder DIR]
+
+`start` prints MLFLOW_TRACKING_URI. The store is DIR/mlflow.db (sqlite) unless --backend-store-uri names another,
+e.g. the PostgreSQL of structvpr.deploy.postgres_server (docs/DEPLOY.md, "MLflow on PostgreSQL (local)").
 
 --auth starts MLflow's basic-auth app: every request needs a user and password. The admin's password
 is generated at the first start and kept in DIR/admin-password (mode 0600); clients send it through
@@ -43,6 +46,7 @@ class MlflowServer:
     port: int = 0
     pid: int = 0
     auth: bool = False
+    backend_store_uri: str = ""  # empty: sqlite in the folder
 
     @property
     def uri(self) -> str:
@@ -53,7 +57,7 @@ class MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+               "--backend-store-uri", self.backend_store_uri or f"sqlite:///{self.folder / 'mlflow.db'}",
                "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "2"]
         env = venv_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         if self.auth:
@@ -124,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", default="mlflow-server", help="database, artifacts and log (default ./mlflow-server)")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--auth", action="store_true", help="require a user and password (MLflow's basic-auth app)")
+    parser.add_argument("--backend-store-uri", default="", help="runs and registry (default: sqlite in the folder)")
     args = parser.parse_args(argv)
     if args.action == "start":
-        server = MlflowServer(Path(args.folder), args.port, auth=args.auth).start()
+        server = MlflowServer(Path(args.folder), args.port, auth=args.auth,
+                              backend_store_uri=args.backend_store_uri).start()
         print(f"export MLFLOW_TRACKING_URI={server.uri}")
         for name, value in server.credentials.items():
             print(f"export {name}={value}")

@@ -70,7 +70,8 @@ def test_the_mlflow_server_runs_the_pinned_mlflow_on_postgresql_behind_loopback(
     assert f"FROM ghcr.io/mlflow/mlflow:v{mlflow.__version__}" in server["build"]["dockerfile_inline"]
     assert "psycopg2" in server["build"]["dockerfile_inline"], "MLflow's image has no PostgreSQL driver"
     options = dict(a.split("=", 1) for a in server["command"] if a.startswith("--") and "=" in a)
-    assert options["--backend-store-uri"].startswith("postgresql://")
+    # +psycopg2: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which the image does not install
+    assert options["--backend-store-uri"].startswith("postgresql+psycopg2://")
     assert options["--artifacts-destination"] and "--serve-artifacts" in server["command"]
     assert server["depends_on"]["postgres"]["condition"] == "service_healthy"
     published = [p for s in services.values() for p in s.get("ports", [])]
