@@ -25,6 +25,7 @@ import torch
 from structvpr.datasets.shards.manifest import Manifest, shard_paths
 from structvpr.datasets.shards.tar_reader import read_tar_samples
 from structvpr.deploy.processes import free_port, spawn, stop_group, venv_env, wait_until
+from structvpr.platform.store.tracking import experiment_id
 
 MODEL = "models:/structvpr-student/1"
 
@@ -54,8 +55,7 @@ def register_tiny_student(uri: str, shards, seed: int) -> str:
     torch.manual_seed(seed)
     model = create_branch("test_resnet", 3, "gem", 32, image_hw=size[::-1]).for_inference()
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("serving")
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=experiment_id(uri, "serving")) as run:  # artifacts beside the sqlite file
         version = log_model(model, size, {"shards": str(shards), "kind": "student"}, "student")
     return str(version), run.info.run_id
 
@@ -192,7 +192,41 @@ def test_the_http_server_answers_places_and_readable_4xx_and_stays_up(served, se
     status, body = post(f"{url}/invocations", images_request(*[jpegs[key]] * 5))
     assert status == 400 and "5 images in one request, over the limit of 4" in body, body
     status, body = post(f"{url}/invocations", json.dumps({"dataframe_split": {"columns": ["photo"], "data": [["x"]]}}).encode())
-    assert 400 <= status < 500, body
+    assert status == 400 and "image" in body, body
 
     status, body = post(f"{url}/invocations", images_request(jpegs[key]))  # still up and answering
     assert status == 200 and json.loads(body)["predictions"][0]["places"][0]["key"] == key
+
+
+def test_a_teacher_is_served_with_its_segmenter_and_refused_without_one(tmp_path):
+    """The teacher path: JPEG -> the logged segmentation checkpoint's category map -> teacher descriptor."""
+    import mlflow
+    import pandas as pd
+
+    from structvpr.datasets.class_maps import NUM_CATEGORIES
+    from structvpr.datasets.images import encode_jpeg, rgb_from_bytes
+    from structvpr.datasets.segmentation.checkpoint import SegCheckpoint, save_checkpoint
+    from structvpr.datasets.segmentation.model import build_model
+    from structvpr.datasets.segmentation.predictor import SegmentationPredictor
+    from structvpr.platform.models import create_branch
+    from structvpr.platform.store.logged_model import log_model
+
+    size = (64, 48)
+    torch.manual_seed(0)
+    seg = save_checkpoint(SegCheckpoint(arch="FPN", encoder="resnet18", num_classes=NUM_CATEGORIES, class_map="categories",
+                                        image_size=size, state_dict=build_model("FPN", "resnet18", NUM_CATEGORIES).state_dict(),
+                                        metrics={}), tmp_path / "seg.pt")
+    teacher = create_branch("test_resnet", NUM_CATEGORIES, "gem", 32, image_hw=size[::-1]).for_inference()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(experiment_id=experiment_id(uri, "teacher-path")):
+        log_model(teacher, size, {"kind": "teacher"}, "teacher", segmenter=str(seg))
+        log_model(teacher, size, {"kind": "teacher"}, "teacher")  # version 2: no segmenter
+    jpegs = [encode_jpeg((np.random.default_rng(i).random((48, 64, 3)) * 255).astype(np.uint8)) for i in range(2)]
+    ids = SegmentationPredictor(str(seg), device="cpu", image_size=size).predict([rgb_from_bytes(j, size) for j in jpegs])
+    with torch.no_grad():
+        wanted = teacher.embed(torch.from_numpy(np.stack(ids))).numpy()
+    served = mlflow.pyfunc.load_model("models:/structvpr-teacher/1").predict(pd.DataFrame({"image": jpegs}))
+    np.testing.assert_allclose(np.stack(served["descriptor"]), wanted, atol=1e-5)
+    with pytest.raises(Exception, match="needs a segmentation model"):
+        mlflow.pyfunc.load_model("models:/structvpr-teacher/2")
