@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -142,6 +143,18 @@ class LocalCluster:
         self.stop()
 
 
+def ray_auth_token() -> str:
+    """The token Ray 2.60's token auth expects, found where Ray looks: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH
+    names, else ~/.ray/auth_token (which the first head started in token mode writes)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not path.is_file():
+        raise FileNotFoundError(f"no Ray auth token at {path}: a head started with RAY_AUTH_MODE=token writes one "
+                                "(or `ray get-auth-token --generate`)")
+    return path.read_text().strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m structvpr.deploy.local_cluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "start":
         cluster = LocalCluster(Path(args.folder), args.workers, args.cpus, args.memory_gib).start()
         print(f"export RAY_ADDRESS={cluster.dashboard}   # for `ray job submit`; drivers may use {cluster.address}")
+        print("export RAY_AUTH_MODE=token   # the head requires Ray's token (~/.ray/auth_token); its clients send it")
         return 0
     state = load_state(state_file)
     if args.action == "status":

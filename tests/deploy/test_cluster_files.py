@@ -29,7 +29,10 @@ def test_launcher_files_pass_rays_own_schema(name):
 
     config = load(name)
     validate_config(prepare_config(config))  # what `ray up` runs first; raises on an unknown or missing field
-    assert config["file_mounts"] == {"~/structvpr": "."}, "every node gets this repository"
+    assert config["file_mounts"]["~/structvpr"] == ".", "every node gets this repository"
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token", "every node gets the cluster's token"
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c), "Ray's token auth on every node"
     assert any("pip install" in c and "--editable ." in c for c in config["setup_commands"])
     head = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head, "the dashboard and jobs API stay on the head's loopback"
@@ -77,6 +80,31 @@ def test_the_mlflow_server_runs_the_pinned_mlflow_on_postgresql_behind_loopback(
     published = [p for s in services.values() for p in s.get("ports", [])]
     assert published and all(p.startswith("127.0.0.1:") for p in published), published
     assert set(compose["volumes"]) >= {"postgres-data", "mlflow-artifacts"}
+
+
+def test_the_mlflow_server_runs_the_auth_app_with_its_users_in_postgresql(tmp_path, monkeypatch):
+    from mlflow.server.auth.config import read_auth_config
+
+    compose = load("mlflow-compose.yaml")
+    server = compose["services"]["mlflow"]
+    assert "--app-name=basic-auth" in server["command"]
+    assert "mlflow[auth]==" + mlflow.__version__ in server["build"]["dockerfile_inline"]
+    env = server["environment"]
+    for secret in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[secret].startswith("${") and ":?" in env[secret], f"{secret} must be required, not defaulted"
+    (mount,) = server["configs"]
+    assert mount["target"] == env["MLFLOW_AUTH_CONFIG_PATH"]
+    # MLflow's own reader of the file the container gets (compose fills in the password)
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(compose["configs"][mount["source"]]["content"].replace("${POSTGRES_PASSWORD}", "pw"))
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "admin-pw")
+    config = read_auth_config()
+    assert config.database_uri == "postgresql+psycopg2://mlflow:pw@postgres:5432/mlflow_auth"
+    assert config.admin_username == "admin" and config.default_permission == "READ"
+    (init,) = compose["services"]["postgres"]["configs"]
+    assert init["target"].startswith("/docker-entrypoint-initdb.d/")
+    assert "CREATE DATABASE mlflow_auth" in compose["configs"][init["source"]]["content"]
 
 
 def test_the_deploy_doc_walks_through_every_cluster_file():
