@@ -53,10 +53,11 @@ def test_a_teacher_job_then_a_sweep_job_spread_over_two_nodes(services, tiny_sha
                      *common(tiny_shards, tmp_path, server))
     assert teacher.returncode == 0 and "succeeded" in teacher.stdout.lower(), teacher.stdout[-4000:] + teacher.stderr[-2000:]
     sweep = submit(cluster, server, "structvpr", "tune", "--config", "configs/tiny/tune.yaml", "--register-best",
-                   "teacher=models:/structvpr-teacher/1", "kd.ranks=in_fold", "tune.num_samples=2",
+                   "teacher=models:/structvpr-teacher/1", "kd.ranks=in_fold", "tune.num_samples=1",
                    "tune.scheduler.name=none", *common(tiny_shards, tmp_path, server))
     assert sweep.returncode == 0 and "succeeded" in sweep.stdout.lower(), sweep.stdout[-4000:] + sweep.stderr[-2000:]
-    assert "2 finished" in sweep.stdout, sweep.stdout[-4000:]
+    # One trial: its workers spread over both nodes is what this test is for (tests/tuning has the sweeps)
+    assert "1 finished" in sweep.stdout, sweep.stdout[-4000:]
 
     mlflow = MlflowClient(server.uri)
     (run,) = mlflow.search_runs([mlflow.get_experiment_by_name("structvpr-tiny").experiment_id])
@@ -68,9 +69,8 @@ def test_a_teacher_job_then_a_sweep_job_spread_over_two_nodes(services, tiny_sha
     (parent,) = [r for r in runs if r.data.tags.get("structvpr.kind") == "sweep"]
     assert parent.info.status == "FINISHED" and parent.data.params["cluster.nodes"] == "2"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 2
-    for child in children:
-        assert_on_both_nodes(child)
-        assert "val_recall_at_1" in child.data.metrics
+    (child,) = children
+    assert_on_both_nodes(child)
+    assert "val_recall_at_1" in child.data.metrics
     (student,) = mlflow.search_model_versions("name='structvpr-student'")
-    assert student.tags["structvpr.sweep"] == parent.info.run_name and student.run_id in {c.info.run_id for c in children}
+    assert student.tags["structvpr.sweep"] == parent.info.run_name and student.run_id == child.info.run_id

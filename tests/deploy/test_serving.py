@@ -44,6 +44,17 @@ def structvpr(uri: str, *args: str, check: bool = True) -> subprocess.CompletedP
     return done
 
 
+def structvpr_here(uri: str, monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (no interpreter start-up, about 6 s each): for checks that need no process of
+    their own. Exit status, stdout, stderr."""
+    from structvpr import cli
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    code = cli.main(["--quiet", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def register_tiny_student(uri: str, shards, seed: int) -> str:
     """A random-weight student at the shards' size, logged and registered the way training jobs do it."""
     import mlflow
@@ -95,7 +106,8 @@ def test_served_descriptors_are_the_ones_evaluation_computes(served):
     np.testing.assert_allclose(served_desc, encoded.descriptors, atol=1e-5)
 
 
-def test_localize_finds_each_database_image_as_its_own_place_and_records_a_bad_one(served, tmp_path):
+def test_localize_finds_each_database_image_as_its_own_place_and_records_a_bad_one(served, tmp_path, monkeypatch,
+                                                                                    capsys):
     jpegs = database_jpegs(served["shards"])
     keys = sorted(jpegs)[:3]
     for key in keys:
@@ -112,27 +124,28 @@ def test_localize_finds_each_database_image_as_its_own_place_and_records_a_bad_o
     assert sum(r["rank"] == "3" for r in rows) == 3
     (bad,) = [r for r in rows if r["error"]]
     assert bad["image"].endswith("zz-corrupt.jpg") and "cannot decode image" in bad["error"]
-    as_json = json.loads(structvpr(served["uri"], "localize", "--model", MODEL, "--index", str(served["index"]),
-                                   str(tmp_path / f"{keys[0]}.jpg"), "--format", "json").stdout)
-    assert as_json[0]["places"][0]["key"] == keys[0] and len(as_json[0]["places"]) == 5
+    code, out, _ = structvpr_here(served["uri"], monkeypatch, capsys, "localize", "--model", MODEL, "--index",
+                                  str(served["index"]), str(tmp_path / f"{keys[0]}.jpg"), "--format", "json")
+    as_json = json.loads(out)
+    assert code == 0 and as_json[0]["places"][0]["key"] == keys[0] and len(as_json[0]["places"]) == 5
 
 
-def test_an_index_of_another_model_is_refused(served):
+def test_an_index_of_another_model_is_refused(served, monkeypatch, capsys):
     version, _ = register_tiny_student(served["uri"], served["shards"], seed=1)
-    done = structvpr(served["uri"], "localize", "--model", f"models:/structvpr-student/{version}", "--index",
-                     str(served["index"]), str(served["index"] / "index.json"), check=False)
-    assert done.returncode == 2 and "built with another model" in done.stderr and "structvpr index build" in done.stderr
+    code, _, err = structvpr_here(served["uri"], monkeypatch, capsys, "localize", "--model",
+                                  f"models:/structvpr-student/{version}", "--index", str(served["index"]),
+                                  str(served["index"] / "index.json"))
+    assert code == 2 and "built with another model" in err and "structvpr index build" in err
 
 
-def test_index_build_never_writes_into_a_folder_of_other_files(served, tmp_path):
+def test_index_build_never_writes_into_a_folder_of_other_files(served, tmp_path, monkeypatch, capsys):
     (tmp_path / "notes.txt").write_text("mine")
-    done = structvpr(served["uri"], "index", "build", "--model", MODEL, "--shards", str(served["shards"]),
-                     "--out", str(tmp_path), check=False)
-    assert done.returncode == 2 and "holds other files" in done.stderr
+    build = ["index", "build", "--model", MODEL, "--shards", str(served["shards"])]
+    code, _, err = structvpr_here(served["uri"], monkeypatch, capsys, *build, "--out", str(tmp_path))
+    assert code == 2 and "holds other files" in err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
-    again = structvpr(served["uri"], "index", "build", "--model", MODEL, "--shards", str(served["shards"]),
-                      "--out", str(served["index"]), "--no-log", check=False)
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    code, _, err = structvpr_here(served["uri"], monkeypatch, capsys, *build, "--out", str(served["index"]), "--no-log")
+    assert code == 2 and "--overwrite" in err
 
 
 def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, str]:
