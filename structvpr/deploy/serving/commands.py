@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from structvpr.deploy.serving.place_index import (
-    ARTIFACT_NAME, FILES, PlaceIndexError, build_place_index, fetch_place_index, read_place_index, write_place_index,
+    ARTIFACT_NAME, FILES, PlaceIndexError, build_place_index, load_place_index, write_place_index,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -100,18 +100,13 @@ def image_paths(inputs: list[str]) -> list[Path]:
 
 
 def load_localizer(model_ref: str, index_ref: str):
-    import tempfile
-
     from structvpr.deploy.serving.localizer import Localizer
     from structvpr.platform.store.references import load_branch
 
     model, trained_on = load_branch(model_ref)
     if not trained_on.get("image_size"):
         raise PlaceIndexError(f"{model_ref} does not record the image size it was trained at; retrain or re-register it")
-    with tempfile.TemporaryDirectory() as tmp:
-        index = read_place_index(fetch_place_index(index_ref, tmp))
-    index.check_model(model, index_ref)
-    return Localizer(model, tuple(trained_on["image_size"]), index)
+    return Localizer(model, tuple(trained_on["image_size"]), load_place_index(index_ref, model))
 
 
 def localize_paths(localizer, paths: list[Path], top_k: int, progress: bool) -> list[dict]:

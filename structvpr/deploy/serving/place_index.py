@@ -128,3 +128,13 @@ def fetch_place_index(ref: str, folder: str | Path) -> Path:
     except Exception as exc:  # MLflow raises many types for a bad URI or a missing artifact; all mean the same here
         raise PlaceIndexError(f"cannot fetch the place index {ref} from MLflow at {mlflow.get_tracking_uri()}: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def load_place_index(ref: str, model: nn.Module) -> PlaceIndex:
+    """The index named by `ref` (a folder or runs:/<id>/place_index), checked to belong to `model`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = read_place_index(fetch_place_index(ref, tmp))
+    index.check_model(model, ref)
+    return index

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from structvpr.deploy.serving.localizer import DEFAULT_MAX_BATCH, DEFAULT_TOP_K, Localizer, RequestError
-from structvpr.deploy.serving.place_index import ARTIFACT_NAME, PlaceIndexError, fetch_place_index, read_place_index
+from structvpr.deploy.serving.place_index import ARTIFACT_NAME, PlaceIndexError, load_place_index
 
 INDEX_ENV = "STRUCTVPR_PLACE_INDEX"
 MAX_BATCH_ENV = "STRUCTVPR_MAX_BATCH"
@@ -71,9 +70,7 @@ def _place_index(model, ref: str | None):
     if not ref:
         _say(f"no place index (set {INDEX_ENV} or run `structvpr index build`): serving descriptors only")
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        index = read_place_index(fetch_place_index(ref, tmp))
-    index.check_model(model, ref)
+    index = load_place_index(ref, model)
     _say(f"place index {ref}: {index.index.ntotal} places")
     return index
 
