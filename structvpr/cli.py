@@ -217,8 +217,16 @@ def add_serving_commands(sub) -> None:
 
 def cmd_demo(args) -> int:
     from structvpr.demo import run_demo
+    from structvpr.demo.data_stages import ShardsFailedVerification
+    from structvpr.demo.stages import WorkFolderMismatch
 
-    return run_demo(args.workdir, preset=args.preset, seed=args.seed, progress=not args.quiet)
+    try:
+        return run_demo(args.workdir, preset=args.preset, seed=args.seed, progress=not args.quiet)
+    except WorkFolderMismatch as exc:
+        return fail(str(exc))
+    except ShardsFailedVerification as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
 
 
 def add_data_commands(sub) -> None:
@@ -276,9 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structvpr", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="the main job end to end on the synthetic city")
+    demo = sub.add_parser("demo", help="the main job end to end on the synthetic city, with a report")
     demo.add_argument("--workdir", default="structvpr-demo", help="where the demo writes (default ./structvpr-demo)")
-    demo.add_argument("--preset", default="small")
+    demo.add_argument("--preset", default="small", choices=["tiny", "small", "full"],
+                      help="tiny: minutes (tests); small: under 20 minutes on 2 cores (default); "
+                           "full: the CPU-scale recipes of docs/METHOD.md (hours)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
     add_data_commands(sub)

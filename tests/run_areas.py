@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # Two lanes of about equal length on the 2-core CI machine (docs/TESTING.md has the times).
-LANES = [["tests/datasets", "tests/deploy", "tests/test_*.py"], ["tests/platform", "tests/tuning"]]
+LANES = [["tests/datasets", "tests/test_*.py", "tests/tuning"], ["tests/platform", "tests/deploy"]]
 PYTEST = [sys.executable, "-m", "pytest", "-ra", "--durations=20"]
 
 _print_lock = threading.Lock()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from structvpr.platform.losses.kd import KD_FUNCTIONS
@@ -175,6 +175,9 @@ class EvalSection:
     n_values: tuple[int, ...] = (1, 5, 10, 20)
     split: str = "val"
     """Split evaluated each epoch (val); `structvpr eval` takes any."""
+    shards: str = ""
+    """Shard folder evaluated each epoch and after training (empty: data.shards). For training sets without a
+    val split (GSV-Cities): e.g. Pitts30k shards built at the same size (public key: eval.shards)."""
 
     def __post_init__(self):
         if not math.isfinite(self.radius_m) or self.radius_m <= 0:
@@ -202,6 +205,11 @@ class Recipe:
     """Side of the square blocks of places dealt to folds, in metres (neighbouring places share a fold)."""
     fold: int = -1
     """Set by `folds`: the fold this teacher holds out (-1: the full teacher, trained on every place)."""
+
+    @property
+    def eval_shards(self) -> str:
+        """The shard folder every evaluation of training reads: eval.shards, else data.shards."""
+        return self.eval.shards or self.data.shards
 
     def __post_init__(self):
         if not self.data.shards:
@@ -234,3 +242,14 @@ class Recipe:
             raise ValueError(f"fold_block_m must be a positive number of metres, got {self.fold_block_m}")
         if self.fold != -1 and not 0 <= self.fold < self.folds:
             raise ValueError(f"fold must be -1 (the full teacher) or in 0..folds-1, got {self.fold} with folds={self.folds}")
+
+
+def name_settings(recipe: Recipe) -> dict:
+    """The recipe as hashed into stable run and sweep names, less the keys added after names were given.
+
+    An empty eval.shards is left out, so every run named before the key existed keeps its name (and resumes);
+    a set one is hashed, so validating on other shards starts a new run."""
+    settings = asdict(recipe)
+    if not recipe.eval.shards:
+        settings["eval"].pop("shards")
+    return settings

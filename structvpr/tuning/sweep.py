@@ -1,7 +1,7 @@
 """`structvpr tune`: a Ray Tune sweep of student trials, with an MLflow parent run, resumable after a dead driver.
 
 Everything that can be checked is checked before Ray starts (the recipe, the space at its corners,
-the metric, the grace period, the shards, the teacher and its ranks table, the cluster's size).
+the metric, the grace period, the shards and eval shards, the teacher and its ranks table, the cluster's size).
 The sweep is named from its recipe and `tune:` section, so the same command finds its own Tune
 experiment under `run.storage_path` and restores it (`Tuner.can_restore` / `Tuner.restore`):
 finished trials are kept, unfinished ones resume from their checkpoints, and the MLflow parent run
@@ -18,7 +18,7 @@ from pathlib import Path
 from structvpr.config import ConfigError, flatten, from_dict, load_mapping
 from structvpr.datasets.shards.manifest import Manifest
 from structvpr.platform.jobs.single_job import absolute_paths, check_inputs
-from structvpr.platform.recipe import Recipe
+from structvpr.platform.recipe import Recipe, name_settings
 from structvpr.tuning.section import TuneSection
 from structvpr.tuning.space import parse_points, parse_space, tune_domains
 from structvpr.tuning.trial import SweepContext, run_trial
@@ -37,7 +37,7 @@ class Sweep:
     @property
     def name(self) -> str:
         """Stable from the recipe and the tune section: the same command resumes the same sweep."""
-        settings = {"recipe": asdict(self.recipe), "tune": asdict(self.tune)}
+        settings = {"recipe": name_settings(self.recipe), "tune": asdict(self.tune)}  # an empty eval.shards: unnamed
         settings["recipe"]["run"] = {}
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f"sweep-{digest}"

@@ -31,7 +31,8 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
     ckpt = best_checkpoint_path(result)
     state = load_state(ckpt)
     model = branch_from_state(state, ckpt).for_inference()  # as it is served, and as it is logged
-    report, _, queries = evaluate_branch(model, recipe.data.shards, recipe.eval.split, "cpu",
+    evaluated = eval_manifest(recipe, manifest)  # read before evaluating: the tag names the shards the recall is of
+    report, _, queries = evaluate_branch(model, recipe.eval_shards, recipe.eval.split, "cpu",
                                          recipe.eval.n_values, recipe.eval.radius_m, progress=progress)
     metrics = {f"best_{recipe.eval.split}_{k}": v for k, v in report.to_metrics().items()}
     log_metrics(uri, run_id, metrics, step=state["epoch"])
@@ -40,12 +41,17 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
         log_artifacts(recipe, report, len(queries.keys), last_history(result, state))
         version = log_model(model, manifest.image_size, state.get("trained_on", {}),
                             recipe.kind if recipe.tracking.register else None)
-        mlflow.set_tags({"structvpr.eval_manifest": manifest.hash, "structvpr.checkpoint": ckpt})
+        mlflow.set_tags({"structvpr.eval_manifest": evaluated.hash, "structvpr.checkpoint": ckpt})
     finish_run(uri, run_id)
     summary = {"run_name": name, "mlflow_run_id": run_id, "checkpoint": ckpt, "epochs": state["epoch"],
                "metrics": metrics, "recall": report.recall, "registered_model": version}
     print(f"best {recipe.eval.split} recall: " + " ".join(f"R@{n}={v:.1f}" for n, v in report.recall.items()))
     return summary
+
+
+def eval_manifest(recipe: Recipe, train_manifest: Manifest) -> Manifest:
+    """The manifest of the shards the recall was computed on: the training shards unless eval.shards is set."""
+    return Manifest.load(recipe.eval.shards) if recipe.eval.shards else train_manifest
 
 
 def last_history(result, best_state: dict) -> list[dict]:
@@ -61,7 +67,7 @@ def log_artifacts(recipe: Recipe, report, num_queries: int, history: list[dict])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "recipe.yaml").write_text(dump_yaml(recipe))
-        write_eval_artifacts(folder, report, recipe.data.shards, recipe.eval.split, num_queries)
+        write_eval_artifacts(folder, report, recipe.eval_shards, recipe.eval.split, num_queries)
         if any(k.startswith("group_") for epoch in history for k in epoch):
             from structvpr.platform.ranking.plots import plot_group_shares
 

@@ -242,10 +242,11 @@ def _all_reduce_mean(stats: dict, job: Job) -> dict:
 
 
 def validate(job: Job, model) -> dict:
-    """Recall on the val split, computed on rank 0 and shared so that every rank reports the same numbers."""
+    """Recall on the eval split of the eval shards (eval.shards, else data.shards), computed on rank 0 and shared
+    so that every rank reports the same numbers."""
     metrics = [None]
     if job.rank == 0:
-        report, _, _ = evaluate_branch(unwrap(model), job.recipe.data.shards, job.recipe.eval.split, job.device,
+        report, _, _ = evaluate_branch(unwrap(model), job.recipe.eval_shards, job.recipe.eval.split, job.device,
                                        job.recipe.eval.n_values, job.recipe.eval.radius_m)
         metrics[0] = {f"val_{k}": v for k, v in report.to_metrics().items()}
     if job.world_size > 1:
