@@ -23,6 +23,7 @@ STAGE_COUNT = 14
 def run_demo(workdir: str | Path, preset: str = "small", seed: int = 0, progress: bool = True) -> int:
     chosen = preset_named(preset)
     work = Path(workdir).resolve()
+    check_arguments(work, seed)  # before anything is written: a refused demo leaves no folder behind
     work.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(work)
     os.environ["MLFLOW_TRACKING_URI"] = uri  # model references (models:/...) resolve in the demo's own store
@@ -32,6 +33,15 @@ def run_demo(workdir: str | Path, preset: str = "small", seed: int = 0, progress
     found["evaluation"] = evaluation_stage(stages, work, found["data"], found["models"])
     found["deploy"] = deploy_stages(stages, work, found["models"], found["data"], chosen.queries_served)
     return finish(work, chosen.name, seed, found, stages)
+
+
+def check_arguments(work: Path, seed: int) -> None:
+    from structvpr.config import ConfigError
+
+    if seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {seed}")
+    if work.exists() and not work.is_dir():
+        raise ConfigError(f"--workdir {work} is a file, not a folder: give a new or existing folder")
 
 
 def finish(work: Path, preset: str, seed: int, found: dict, stages: Stages) -> int:
