@@ -55,12 +55,12 @@ def promote_best(work: Path, models: dict, shards: str) -> dict:
 
 
 def champion_version(work: Path) -> str | None:
-    from structvpr.deploy.registry.records import CHAMPION
+    from structvpr.deploy.registry.records import CHAMPION, version_by_alias
     from structvpr.demo.model_stages import tracking_uri
     from structvpr.platform.store.tracking import client
 
-    aliases = client(tracking_uri(work)).get_registered_model(MODEL_NAME).aliases
-    return aliases.get(CHAMPION)
+    record = version_by_alias(client(tracking_uri(work)), MODEL_NAME, CHAMPION)
+    return record.version if record else None
 
 
 def serve_champion(work: Path, data: dict, count: int, promotion: dict) -> dict:

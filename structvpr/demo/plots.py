@@ -60,12 +60,6 @@ def plot_group_shares_by_condition(shares: dict[str, dict[str, float]], epoch: i
     return _save(fig, path)
 
 
-def queries_weighted_wins(weighted: dict, rgb_only: dict, limit: int = 6) -> list[int]:
-    """Queries whose first retrieval is right for the weighted student and wrong for the RGB-only one."""
-    wins = np.flatnonzero(weighted["correct"][:, 0] & ~rgb_only["correct"][:, 0])
-    return wins[:limit].tolist()
-
-
 def plot_wins(rows: list[int], shards: str, weighted: dict, rgb_only: dict, path: Path) -> Path:
     """One row per query: the query, the RGB-only student's top-1 (wrong), the weighted student's (right)."""
     from structvpr.datasets.shards.reader import eval_samples
