@@ -8,6 +8,7 @@ import statistics
 import time
 from pathlib import Path
 
+from structvpr.demo.model_stages import tracking_uri
 from structvpr.demo.stages import Stages
 
 MODEL_NAME = "structvpr-student"
@@ -37,7 +38,6 @@ def candidates(models: dict) -> list[dict]:
 def promote_best(work: Path, models: dict, shards: str) -> dict:
     from structvpr.deploy.registry.command import run_promote
     from structvpr.deploy.registry.promotion import PromotionRefused, Rules
-    from structvpr.demo.model_stages import tracking_uri
 
     ranked = candidates(models)
     if not ranked:
@@ -56,7 +56,6 @@ def promote_best(work: Path, models: dict, shards: str) -> dict:
 
 def champion_version(work: Path) -> str | None:
     from structvpr.deploy.registry.records import CHAMPION, version_by_alias
-    from structvpr.demo.model_stages import tracking_uri
     from structvpr.platform.store.tracking import client
 
     record = version_by_alias(client(tracking_uri(work)), MODEL_NAME, CHAMPION)
