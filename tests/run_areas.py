@@ -1,11 +1,12 @@
-"""The whole suite as `make test` runs it: one pytest process per area, areas in two lanes at once.
+"""The whole suite as `make test` runs it: one pytest process per area, one area after another.
 
-Each area gets a fresh process and so a fresh local Ray instance; two lanes overlap the many seconds
-the slow tests spend waiting on processes, servers and Ray's scheduling. docs/TESTING.md says more.
-Each area's output is printed whole when it ends; the summary at the end names every failed area.
+Each area gets a fresh process and so a fresh local Ray instance. Two lanes at once (TEST_LANES=2) were
+slower on the 2-core CI machine than one (docs/TESTING.md has the times): every area keeps both cores busy
+starting Ray Train's processes. Each area's output is printed whole when it ends; the summary at the end
+names every failed area.
 
-    python tests/run_areas.py              # both lanes
-    TEST_LANES=1 python tests/run_areas.py # one area after another (cleaner timings)
+    python tests/run_areas.py              # one area after another
+    TEST_LANES=2 python tests/run_areas.py # two lanes at once (for machines with more cores)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# Two lanes of about equal length on the 2-core CI machine (docs/TESTING.md has the times).
+# The lanes of TEST_LANES=2, of about equal length (docs/TESTING.md has the times).
 LANES = [["tests/datasets", "tests/test_*.py", "tests/tuning"], ["tests/platform", "tests/deploy"]]
 PYTEST = [sys.executable, "-m", "pytest", "-ra", "--durations=20"]
 
@@ -57,7 +58,7 @@ def run_lane(areas: list[str], logs: Path) -> list[tuple[str, int, float]]:
 def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="structvpr-test-logs-") as folder:
-        chosen = lanes(int(os.environ.get("TEST_LANES", "2")))
+        chosen = lanes(int(os.environ.get("TEST_LANES", "1")))
         with ThreadPoolExecutor(len(chosen)) as pool:
             results = [r for lane in pool.map(lambda areas: run_lane(areas, Path(folder)), chosen) for r in lane]
     print(f"=== summary ({time.monotonic() - started:.0f} s in all)")

@@ -1,12 +1,12 @@
 """`structvpr tune` end to end on the tiny city, as a user runs it: ASHA, MLflow parent and child runs, the
 report, --register-best, and a SIGKILLed driver resumed by the same command without training a finished trial again.
 
-The teacher and the sweep run as `python -m structvpr` processes, each on a Ray instance of its own: a sweep
-in the long-lived test Ray of the whole session once hung there, and a user's sweep starts fresh too."""
+The sweep runs as `python -m structvpr` processes, each on a Ray instance of its own: a sweep in the long-lived
+test Ray of the whole session once hung there, and a user's sweep starts fresh too. Its teacher is trained in
+this process, on that session Ray."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -47,12 +47,14 @@ def common(shards, workdir):
 
 
 @pytest.fixture(scope="module")
-def teacher(tiny_shards, workdir):
-    cmd, env = structvpr("train", "teacher", "--config", "configs/tiny/teacher.yaml", *common(tiny_shards, workdir))
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (summary,) = (workdir / "ckpt").glob("teacher-*/structvpr_done.json")
-    return json.loads(summary.read_text())["checkpoint"]
+def teacher(tiny_shards, workdir, ray_local):
+    """A one-epoch teacher, trained in this process on the session's Ray (the sweep under test is what runs as a
+    user's command): in a `python -m structvpr` process of its own it cost a minute more, mostly start-up."""
+    from structvpr.platform.jobs.launcher import run_training
+
+    summary = run_training("teacher", "configs/tiny/teacher.yaml", [*common(tiny_shards, workdir), "train.epochs=1"],
+                           progress=False)
+    return summary["checkpoint"]
 
 
 def test_asha_sweep_survives_a_killed_driver_and_reports_to_mlflow(tiny_shards, workdir, teacher):
