@@ -299,13 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def input_errors() -> tuple[type[Exception], ...]:
-    """The exceptions that mean bad input. Evaluated only when an exception propagates: store.references
-    imports torch, which would add seconds to every `structvpr --help`."""
-    from structvpr.deploy.registry.records import RegistryError
-    from structvpr.platform.store.references import ModelSourceError
+# Errors of bad input defined beside heavy code: store.references imports torch.
+LAZY_INPUT_ERRORS = (("structvpr.deploy.registry.records", "RegistryError"),
+                     ("structvpr.platform.store.references", "ModelSourceError"))
 
-    return DatasetError, ConfigError, ModelSourceError, RegistryError
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input. Evaluated only when an exception propagates, and without importing
+    anything: an error whose module was never imported cannot have been raised, and importing torch only to
+    print a one-line message cost seconds."""
+    loaded = [sys.modules.get(module) for module, _ in LAZY_INPUT_ERRORS]
+    return DatasetError, ConfigError, *(getattr(m, name) for m, (_, name) in zip(loaded, LAZY_INPUT_ERRORS) if m)
 
 
 def main(argv: list[str] | None = None) -> int:

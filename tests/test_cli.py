@@ -91,6 +91,14 @@ def test_bad_arguments_fail_with_a_message_naming_the_culprit(tmp_path, args, me
     assert message in done.stderr, done.stderr
 
 
+def test_a_folder_without_shards_is_reported_without_loading_torch(tmp_path):
+    """`data verify` reads tar files and JSON: saying a folder holds no shards must not cost torch's import."""
+    code = "import sys; from structvpr.cli import main; code = main(['data', 'verify', sys.argv[1]]); print(code, 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert f"no manifest.json in {tmp_path}" in done.stderr
+
+
 def test_bad_segmentation_checkpoint_is_refused_before_any_work(tmp_path, tiny_city):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")

@@ -26,7 +26,7 @@ import torch
 
 from structvpr.cli import main
 from structvpr.datasets.segmentation.checkpoint import FORMAT
-from structvpr.datasets.shards.shard_writer import sha256_file
+from structvpr.datasets.shards.manifest import sha256_file
 
 from vg_tree import assert_refused, make_vg_tree, shards_without_ray, tree_files
 

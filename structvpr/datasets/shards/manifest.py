@@ -66,6 +66,15 @@ def atomic_text(path: Path):
         tmp.unlink(missing_ok=True)
 
 
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    """The hash a manifest records for each shard (here, not in the writer: `data verify` reads it without torch)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(block):
+            digest.update(data)
+    return digest.hexdigest()
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_text(path) as f:
         f.write(text)

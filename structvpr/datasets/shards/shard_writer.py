@@ -6,7 +6,6 @@ into place, so a killed build never leaves a half shard that looks finished.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -18,7 +17,7 @@ import webdataset as wds
 
 from structvpr.datasets.images import SkipInput, encode_jpeg, encode_png, load_label, load_rgb
 from structvpr.datasets.records import ImageRecord, Skip
-from structvpr.datasets.shards.manifest import temporary_name, write_text_atomic
+from structvpr.datasets.shards.manifest import sha256_file, temporary_name, write_text_atomic
 from structvpr.datasets.shards.plan import SampleSpec, ShardSpec
 
 STATS_SUFFIX = ".stats.json"
@@ -161,10 +160,3 @@ def _chunks(samples: list[SampleSpec], images_per_chunk: int):
     if chunk:
         yield chunk
 
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(block):
-            digest.update(data)
-    return digest.hexdigest()

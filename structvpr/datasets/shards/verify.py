@@ -12,8 +12,7 @@ from tqdm import tqdm
 
 from structvpr.datasets.images import decode_ids, decode_rgb
 from structvpr.datasets.records import DatasetError
-from structvpr.datasets.shards.manifest import MANIFEST, Manifest
-from structvpr.datasets.shards.shard_writer import sha256_file
+from structvpr.datasets.shards.manifest import MANIFEST, Manifest, sha256_file
 
 
 @dataclass
