@@ -308,8 +308,8 @@ def input_errors() -> tuple[type[Exception], ...]:
     """The exceptions that mean bad input. Evaluated only when an exception propagates, and without importing
     anything: an error whose module was never imported cannot have been raised, and importing torch only to
     print a one-line message cost seconds."""
-    loaded = [sys.modules.get(module) for module, _ in LAZY_INPUT_ERRORS]
-    return DatasetError, ConfigError, *(getattr(m, name) for m, (_, name) in zip(loaded, LAZY_INPUT_ERRORS) if m)
+    lazy = (getattr(sys.modules[module], name) for module, name in LAZY_INPUT_ERRORS if module in sys.modules)
+    return DatasetError, ConfigError, *lazy
 
 
 def main(argv: list[str] | None = None) -> int:
