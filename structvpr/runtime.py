@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from contextlib import contextmanager
 
 # Ray reads this switch once, when it is first imported: "0" makes a local instance take 127.0.0.1 as
@@ -38,6 +39,8 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     this machine (its address file outlives it); naming "local" keeps a laptop
     run on the laptop unless the user asks for a cluster.
     """
+    if threading.current_thread() is not threading.main_thread():
+        _refuse_to_start_in_a_thread()
     if os.environ.get("RAY_ADDRESS"):
         import ray
 
@@ -57,6 +60,17 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     from structvpr.deploy.ray_reaper import start_for
 
     start_for(os.getpid())
+
+
+def _refuse_to_start_in_a_thread() -> None:
+    """Ray starts a local instance's processes with PR_SET_PDEATHSIG, which Linux fires when the *thread* that
+    started them ends: started from a pool thread, the instance dies with it. Jobs run at once from threads
+    (fold teachers, the demo's students) join the instance their caller started on the main thread."""
+    ray = sys.modules.get("ray")  # not imported here: the first import must come under loopback_only
+    if ray is None or not ray.is_initialized():
+        raise RuntimeError("Ray was asked to start from a thread other than the main one, and would stop when that "
+                           "thread ends: call structvpr.runtime.ensure_ray() on the main thread before starting "
+                           "jobs from threads")
 
 
 def cuda_available() -> bool:

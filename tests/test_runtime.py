@@ -76,3 +76,15 @@ def test_nothing_outlives_a_sigkilled_driver(driver):
     while still_running(report["pids"]) and time.time() < deadline:
         time.sleep(0.5)
     assert not still_running(report["pids"]), {pid: names[pid] for pid in still_running(report["pids"])}
+
+
+def test_starting_ray_from_a_pool_thread_is_refused_with_the_remedy():
+    """A local instance started from a thread dies with that thread (Ray's PR_SET_PDEATHSIG): measured as
+    zombie gcs_server and raylet processes right after the thread ended, so it is refused instead."""
+    code = ("import threading\nfrom structvpr.runtime import ensure_ray\nfailed = []\n"
+            "def start():\n    try: ensure_ray(num_cpus=1)\n    except RuntimeError as exc: failed.append(str(exc))\n"
+            "t = threading.Thread(target=start); t.start(); t.join()\nprint(failed)\n"
+            "import sys; print('ray' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "call structvpr.runtime.ensure_ray() on the main thread" in done.stdout, done.stdout + done.stderr
+    assert done.stdout.split()[-1] == "False", "refused without importing Ray (its first import sets loopback)"

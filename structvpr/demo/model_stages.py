@@ -32,14 +32,21 @@ def model_stages(stages: Stages, work: Path, preset: Preset, seed: int, data: di
     teacher = stages.run("teacher", f"teacher (segmentation branch) and {preset.folds} fold teachers with their "
                                     "out-of-fold ranks, on Ray Train",
                          lambda: run_training("teacher", recipe(preset, "teacher"), [*common, f"folds={preset.folds}"]))
-    students = {}
+    # The students and the sweep need only the teacher: they run at once, and Ray queues what does not fit.
+    # Their progress bars would draw over each other: each job prints a line per epoch instead.
+    at_once = {"sweep": (f"sweep of the weighting: {preset.sweep_trials} trials on Ray Tune, the best registered",
+                         lambda: _sweep(common, teacher, preset))}
     for name, extra in STUDENTS.items():
-        students[name] = stages.run(
-            name, f"student: {STUDENT_TITLES[name]}, on Ray Train",
-            lambda extra=extra: run_training("student", recipe(preset, "student"),
-                                             [*common, f"teacher={teacher['checkpoint']}", *extra]))
-    sweep = stages.run("sweep", f"sweep of the weighting: {preset.sweep_trials} trials on Ray Tune, the best registered",
-                       lambda: _sweep(common, teacher, preset))
+        at_once[name] = (f"student: {STUDENT_TITLES[name]}, on Ray Train (at once with the sweep)",
+                         lambda extra=extra: run_training("student", recipe(preset, "student"),
+                                                          [*common, f"teacher={teacher['checkpoint']}", *extra],
+                                                          progress=False))
+    if not all(stages.is_kept(name) for name in at_once):
+        from structvpr.runtime import ensure_ray
+
+        ensure_ray()  # here, on the main thread: jobs started from threads join it (runtime.py says why)
+    found = stages.run_at_once(at_once)
+    students, sweep = {name: found[name] for name in STUDENTS}, found["sweep"]
     return {"teacher": teacher, "students": students, "sweep": sweep}
 
 

@@ -27,11 +27,13 @@ class Preset:
     queries_served: int = 8  # test queries sent to the served champion
 
 
-# 0.9 CPU a worker: two trials fit 2 cores at once (a trial's own actor holds 0.05 more), so one trial's
-# start-up (processes importing torch) overlaps the other's training.
-TWO_TRIALS_AT_ONCE = "scaling.cpus_per_worker=0.9"
+# 0.45 CPU a worker: the teacher and its fold teachers fit 2 cores at once, and then the three students and
+# the sweep's trials (a trial's own actor holds 0.05 more; Ray queues what does not fit). On 2 cores that
+# took as long as one job after another (each keeps the cores busy: docs/TESTING.md); on more cores, the
+# time of one.
+JOBS_AT_ONCE = "scaling.cpus_per_worker=0.45"
 TINY_TRAIN = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4", "data.views_per_place=2",
-              "data.batches_per_epoch=2", "train.epochs=1"]
+              "data.batches_per_epoch=2", "train.epochs=1", JOBS_AT_ONCE]
 
 PRESETS = {
     "tiny": Preset("tiny", city="tiny", seg={"epochs": 1, "image_size": (80, 60)}, shard_size=(64, 48),
@@ -40,10 +42,9 @@ PRESETS = {
     # The segmentation model trains at the shards' size: 4x cheaper than seg train's default 160x120.
     "small": Preset("small", city="small", seg={"epochs": 4, "image_size": (80, 60)}, shard_size=(80, 60),
                     recipes="tiny", folds=3,
-                    # 24 steps a model: 9 Ray Train jobs (teacher, 3 fold teachers, 3 students, 2 trials run at once)
-                    # fit the 20 minutes with the data stages; the models learn a little (the full preset shows the
-                    # method). A third trial cost a second round of the sweep (261 s against 112 s measured alone).
-                    sweep_trials=2, train=["data.batches_per_epoch=8", "train.epochs=3"], sweep=[TWO_TRIALS_AT_ONCE]),
+                    # 24 steps a model: 9 Ray Train jobs (teacher, 3 fold teachers, 3 students, 2 trials) fit the
+                    # 20 minutes with the data stages; the models learn a little (the full preset shows the method).
+                    sweep_trials=2, train=["data.batches_per_epoch=8", "train.epochs=3", JOBS_AT_ONCE]),
     "full": Preset("full", city="small", seg={"epochs": 4}, shard_size=(80, 60), recipes="cpu", folds=3,
                    sweep_trials=12),
 }

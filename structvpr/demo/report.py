@@ -143,7 +143,8 @@ def wins_section(work: Path, shards: str) -> str:
 
 
 def time_section(seconds: dict[str, float]) -> str:
-    lines = ["## Time per stage\n", "| stage | seconds |", "|---|---|"]
+    lines = ["## Time per stage\n", "The three students and the sweep run at once: their times overlap.\n",
+             "| stage | seconds |", "|---|---|"]
     return "\n".join(lines + [f"| {name} | {s:.0f} |" for name, s in seconds.items()]) + "\n"
 
 

@@ -4,10 +4,13 @@ so that a second `structvpr demo` skips every finished stage and only redoes wha
 from __future__ import annotations
 
 import json
-import os
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from structvpr.files import write_text_atomic
 
 
 class WorkFolderMismatch(ValueError):
@@ -20,6 +23,7 @@ class Stages:
         self.total = total
         self.done = 0
         self.seconds: dict[str, float] = {}
+        self._counting = threading.Lock()  # stages run at once (run_at_once) number themselves one by one
         self._check_settings(settings)
 
     def _check_settings(self, settings: dict) -> None:
@@ -36,10 +40,11 @@ class Stages:
 
     def run(self, name: str, title: str, work: Callable[[], dict]) -> dict:
         """The stage's result: read back if a run before this one finished it, else computed and kept."""
-        self.done += 1
-        print(f"\n== {self.done}/{self.total} {title}", flush=True)
+        with self._counting:
+            self.done += 1
+            print(f"\n== {self.done}/{self.total} {title}", flush=True)
         kept = self.folder / f"{name}.json"
-        if kept.is_file():
+        if self.is_kept(name):
             print(f"   finished before; kept ({kept})")
             record = json.loads(kept.read_text())
         else:
@@ -47,14 +52,26 @@ class Stages:
             result = work()
             record = {"seconds": round(time.perf_counter() - started, 1), "result": result}
             self._keep(kept, record)
-            print(f"   {record['seconds']:.0f} s", flush=True)
+            print(f"   {name}: {record['seconds']:.0f} s", flush=True)
             record = json.loads(kept.read_text())  # as a rerun reads it: the same types (string keys) either way
         self.seconds[name] = record["seconds"]
         return record["result"]
 
+    def is_kept(self, name: str) -> bool:
+        """Whether a run before this one finished the stage."""
+        return (self.folder / f"{name}.json").is_file()
+
+    def run_at_once(self, stages: dict[str, tuple[str, Callable[[], dict]]]) -> dict[str, dict]:
+        """Independent stages (name -> (title, work)) at once, each kept as it finishes. The first runs in this
+        thread (Ray Tune catches signals only in the main thread), the others in threads of their own. A stage
+        that fails raises once the others have finished and been kept, so a rerun redoes only that one."""
+        first, *others = stages
+        with ThreadPoolExecutor(max(1, len(others))) as pool:
+            running = {name: pool.submit(self.run, name, *stages[name]) for name in others}
+            results = {first: self.run(first, *stages[first])}
+            return results | {name: future.result() for name, future in running.items()}
+
     def _keep(self, path: Path, result: dict) -> None:
         # Written whole or not at all: a demo killed here redoes this stage, never reads half of it.
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(result, indent=1, default=str))
-        os.replace(partial, path)
+        write_text_atomic(path, json.dumps(result, indent=1, default=str))

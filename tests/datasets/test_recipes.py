@@ -27,6 +27,7 @@ from structvpr.config import load_mapping
 from structvpr.datasets.shards.manifest import Manifest
 
 from test_formats import GSV_HEADER, build_msls_folder, gsv_image, msls_row, write_csv, write_db_struct, write_image
+from untrained_teacher import save_untrained_teacher
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = ("pitts30k", "msls", "gsv_cities")
@@ -146,26 +147,6 @@ def build_shards_as_header_says(dataset: str, root: Path, out: Path, seg_model: 
     return Manifest.load(out)
 
 
-def save_teacher(folder: Path, manifest: Manifest, size: tuple[int, int], ranks: bool = True) -> Path:
-    """A teacher checkpoint (random weights) recorded as trained at `size`, with a ranks table beside it."""
-    from structvpr.platform.models import create_branch
-    from structvpr.platform.ranking.folds import training_views
-    from structvpr.platform.ranking.table import FILE_NAME, RankRow, RanksTable
-    from structvpr.platform.store.checkpoint import save_state
-
-    width, height = size
-    teacher = create_branch("test_resnet", manifest.num_categories, "gem", 16, image_hw=(height, width),
-                            num_classes=manifest.num_categories)
-    checkpoint = folder / "checkpoint_0"
-    checkpoint.mkdir(parents=True)
-    save_state(checkpoint, teacher, None, None, 1, {"trained_on": {"image_size": [width, height], "kind": "teacher"}})
-    if ranks:
-        rows = [RankRow(v.key, v.place, v.view, v.condition, v.place % 3, 1 + v.view, 0.9, 0.5, v.key, v.view)
-                for v in training_views(manifest)]
-        RanksTable(manifest.hash, rows).write(folder / FILE_NAME)
-    return checkpoint
-
-
 class Built(NamedTuple):
     dataset: str
     shards: Path
@@ -186,9 +167,9 @@ def built(request, tmp_path_factory, seg_model):
         pitts_tree(base / "pitts", test=True)  # the header's command builds val and test
         build_shards_as_header_says(dataset, base / "pitts", base / "eval-shards", seg_model, "eval shards")
         eval_shards = base / "eval-shards"
-    teacher = save_teacher(base / "teacher-run", manifest, manifest.image_size)
+    teacher = save_untrained_teacher(base / "teacher-run", manifest)
     width, height = manifest.image_size
-    other = save_teacher(base / "other-size-run", manifest, (width // 2, height // 2))
+    other = save_untrained_teacher(base / "other-size-run", manifest, (width // 2, height // 2))
     return Built(dataset, base / "shards", manifest, teacher, other, eval_shards)
 
 
@@ -206,6 +187,10 @@ def stopped_before_ray():
         seen.update(recipe=recipe, manifest=manifest, inputs=worker_inputs or {})
         raise ReachedRay
 
+    def train_with_folds(recipe, manifest, planned, train_full, progress=True):
+        seen.update(recipe=recipe, manifest=manifest, inputs={}, folds=planned)
+        raise ReachedRay
+
     def ensure_ray(*args, **kwargs):
         raise ReachedRay
 
@@ -219,6 +204,7 @@ def stopped_before_ray():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(launcher, "train_job", train_job)
+        mp.setattr(launcher, "train_with_folds", train_with_folds)
         mp.setattr(launcher, "student_inputs", student_inputs)
         mp.setattr(runtime, "ensure_ray", ensure_ray)
         mp.setattr(command, "load_sweep", load_sweep)
@@ -300,6 +286,7 @@ def test_teacher_recipe_passes_the_checks_before_ray(built):
     assert r.eval.shards == (str(built.eval_shards.resolve()) if built.eval_shards else "")
     assert r.scaling.use_gpu and r.scaling.num_workers >= 2 and r.model.backbone == "resnet50"
     assert seen["manifest"].hash == built.manifest.hash
+    assert len(seen["folds"].plan.excluded) == 3, "the fold teachers are planned before Ray starts"
 
 
 def test_student_recipe_passes_the_checks_before_ray(built):

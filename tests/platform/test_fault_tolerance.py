@@ -7,7 +7,6 @@ import signal
 import threading
 import time
 
-from structvpr.datasets.shards.build import BuildOptions, build_shards
 from structvpr.platform.jobs.launcher import run_training
 from structvpr.platform.store.checkpoint import load_state
 from structvpr.platform.store.tracking import client
@@ -27,9 +26,8 @@ def checkpoints(run_dir) -> list:
     return sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
 
 
-def test_killed_worker_resumes_from_its_last_checkpoint(tiny_city, tmp_path, ray_local):
-    shards = tmp_path / "shards"
-    build_shards("vg", tiny_city, shards, BuildOptions(image_size=(64, 48), progress=False))
+def test_killed_worker_resumes_from_its_last_checkpoint(tiny_shards, tmp_path, ray_local):
+    shards = tiny_shards
     storage = tmp_path / "ckpt"
     # Long enough epochs (several seconds) that the kill lands inside one, not between.
     args = [f"data.shards={shards}", f"run.storage_path={storage}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",

@@ -79,6 +79,26 @@ def test_ranks_table_round_trip(tmp_path):
     assert again == table and again.rank_of() == {(0, 0): 1, (1, 0): 2, (2, 0): 3}
 
 
+def test_a_write_cut_short_leaves_the_table_before_it_whole(tmp_path, monkeypatch):
+    """A fold's ranks file marks its ranking done, so a resumed command trusts it: a driver killed mid-write
+    must not leave half a table there (it did: the rows after the cut were then missing)."""
+    from pathlib import Path
+
+    path = RanksTable("abc123", rows(3)).write(tmp_path / "ranks_fold.csv")
+    real = Path.write_text
+
+    def cut_short(self, text, *args, **kwargs):  # what a kill or a full disk leaves: part of the text
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    with pytest.raises(OSError):
+        RanksTable("abc123", rows(50)).write(path)
+    monkeypatch.undo()
+    assert RanksTable.read(path) == RanksTable("abc123", rows(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ranks_fold.csv"], "no temporary file is left behind"
+
+
 @pytest.mark.parametrize("text, named", [
     ("key,place\n", "first line"),
     ("# manifest_sha256=abc\nkey,place\n", "the header must be"),

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +16,7 @@ from structvpr.config import ConfigError
 from structvpr.datasets.records import DatasetError
 from structvpr.datasets.shards.build import BuildOptions, build_shards
 from structvpr.platform.jobs.launcher import load_recipe, run_training
+from structvpr.platform.jobs.single_job import DONE_FILE
 from structvpr.platform.store.references import ModelSourceError
 from structvpr.platform.store.checkpoint import load_state
 from structvpr.platform.store.tracking import client
@@ -59,8 +66,30 @@ def test_same_recipe_again_does_not_train_twice(teacher, shards, workdir):
 
 @pytest.fixture(scope="module")
 def ranked_teacher(teacher, shards, workdir):
-    """The same teacher recipe with folds=2: the full teacher is reused, two fold teachers rank its views."""
-    return run_training("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir, "folds=2"), progress=False)
+    """The same teacher recipe with folds=2: the full teacher is reused, two fold teachers rank its views. As a
+    user's command first, SIGKILLed once a fold teacher has finished; then the same recipe again finishes."""
+    args = overrides(shards, workdir, "folds=2")
+    finished = kill_once_a_fold_finishes(args, workdir / "ckpt")
+    summary = run_training("teacher", "configs/tiny/teacher.yaml", args, progress=False)
+    return summary | {"finished_before_kill": finished}
+
+
+def kill_once_a_fold_finishes(args: list[str], storage, timeout: float = 600) -> dict[str, str]:
+    """Run `structvpr train teacher` in a process of its own, SIGKILL it (and its group) as soon as a fold job
+    has written its summary; {summary file: its text} of the fold jobs finished by then."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"HF_HUB_OFFLINE": "1"}
+    command = subprocess.Popen([sys.executable, "-m", "structvpr", "-q", "train", "teacher", "--config",
+                                "configs/tiny/teacher.yaml", *args], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not (done := sorted(storage.glob(f"*-fold*of2-*/{DONE_FILE}"))):
+        assert command.poll() is None, "the command ended before any fold finished:\n" + command.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no fold teacher finished in time"
+        time.sleep(0.2)
+    finished = {str(path): path.read_text() for path in done}
+    os.killpg(command.pid, signal.SIGKILL)
+    command.wait(timeout=60)
+    return finished
 
 
 def test_folds_write_a_ranks_table_beside_the_full_teacher(teacher, ranked_teacher, shards, workdir):
@@ -81,8 +110,19 @@ def test_folds_write_a_ranks_table_beside_the_full_teacher(teacher, ranked_teach
     version = c.get_model_version("structvpr-teacher", str(teacher["registered_model"]))
     assert version.tags["structvpr.ranks"] == ranked_teacher["ranks_artifact"] == f"runs:/{run_id}/ranks/ranks.csv"
     folds = c.search_runs([c.get_run(run_id).info.experiment_id], filter_string="tags.`structvpr.fold_of` != ''")
-    assert sorted(r.data.tags["structvpr.fold"] for r in folds) == ["0", "1"]
+    assert sorted(r.data.tags["structvpr.fold"] for r in folds) == ["0", "1"], [(r.info, r.data.tags) for r in folds]
     assert all(r.info.status == "FINISHED" and r.data.params["fold"] in ("0", "1") for r in folds)
+
+
+def test_a_killed_fold_command_resumes_without_training_a_finished_fold_again(ranked_teacher, workdir):
+    finished = ranked_teacher["finished_before_kill"]
+    assert finished
+    c = client(f"sqlite:///{workdir / 'mlflow.db'}")
+    for path, text in finished.items():
+        assert Path(path).read_text() == text, "a fold that had finished must be read back, not trained again"
+        run_id = json.loads(text)["mlflow_run_id"]
+        # trained again, it would have reported its epochs to the same MLflow run a second time
+        assert [m.step for m in c.get_metric_history(run_id, "val_recall_at_1")] == [1, 2]
 
 
 def test_folds_again_train_and_rank_nothing(ranked_teacher, shards, workdir, capsys):

@@ -23,6 +23,7 @@ from structvpr.datasets.synth.conditions import CONDITIONS, finish
 from structvpr.datasets.synth.presets import Preset, get_preset
 from structvpr.datasets.synth.render import Camera, render
 from structvpr.datasets.synth.traffic import draw_traffic
+from structvpr.files import write_text_atomic
 
 JPEG_QUALITY = 90
 CHUNK = 8  # shots per task: small enough to balance two workers, large enough to reuse a traversal's traffic
@@ -45,11 +46,11 @@ def generate_city(out: str | Path, preset: str = "small", seed: int = 0, image_s
     _prepare(out)
     meta = {"preset": preset, "seed": seed, "settings": cfg.to_dict(), "complete": False}
     # Written first, so that a run killed half-way is known as ours and replaced by the next run.
-    _atomic_text(out / "synth.json", json.dumps(meta, indent=1))
+    write_text_atomic(out / "synth.json", json.dumps(meta, indent=1))
     _render_all(shots, cfg, seed, out, workers, progress)
     summary = _summary(shots, cfg, out, time.perf_counter() - start)
-    _atomic_text(out / "labels" / "classes.json", json.dumps({str(k): v for k, v in CATEGORIES.items()}, indent=1))
-    _atomic_text(out / "synth.json", json.dumps({**meta, "complete": True, "summary": summary}, indent=1))
+    write_text_atomic(out / "labels" / "classes.json", json.dumps({str(k): v for k, v in CATEGORIES.items()}, indent=1))
+    write_text_atomic(out / "synth.json", json.dumps({**meta, "complete": True, "summary": summary}, indent=1))
     return summary
 
 
@@ -173,7 +174,3 @@ def _atomic_image(img: Image.Image, path: Path, **save_args) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

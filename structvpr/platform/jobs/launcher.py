@@ -1,32 +1,26 @@
 """The driver side of `structvpr train teacher|student`: the recipe's job, and for a teacher with folds=K
-its fold teachers and ranks table; a weighted student with kd.ranks=out_of_fold gets that table's ranks."""
+its fold teachers (trained beside it) and ranks table; a weighted student with kd.ranks=out_of_fold gets
+that table's ranks."""
 
 from __future__ import annotations
 
 from structvpr.datasets.shards.manifest import Manifest
 from structvpr.platform.jobs.single_job import absolute_paths, check_inputs, load_recipe, train_job
 from structvpr.platform.losses.student_loss import KD_MODES
+from structvpr.platform.ranking.fold_jobs import plan_for, train_with_folds
 from structvpr.platform.recipe import Recipe
 
 __all__ = ["load_recipe", "run_training"]
 
 
 def run_training(kind: str, config: str | None, overrides: list[str], progress: bool = True) -> dict:
-    """Train the recipe's job; a teacher with folds=K then trains its fold teachers and writes the ranks table."""
+    """Train the recipe's job; a teacher with folds=K trains its fold teachers beside it and writes the ranks table."""
     recipe = absolute_paths(load_recipe(kind, config, overrides))
     manifest = check_inputs(recipe)
-    fold_plan = None
     if recipe.folds:
-        from structvpr.platform.ranking.fold_jobs import plan_for
-
-        fold_plan = plan_for(recipe, manifest)  # too many folds is refused here, before any training
-    worker_inputs = student_inputs(recipe, manifest)
-    summary = train_job(recipe, manifest, progress, worker_inputs)
-    if fold_plan is not None:
-        from structvpr.platform.ranking.fold_jobs import rank_out_of_fold
-
-        summary = rank_out_of_fold(recipe, manifest, fold_plan, summary, progress)
-    return summary
+        planned = plan_for(recipe, manifest)  # too many folds is refused here, before any training
+        return train_with_folds(recipe, manifest, planned, lambda bars: train_job(recipe, manifest, bars), progress)
+    return train_job(recipe, manifest, progress, student_inputs(recipe, manifest))
 
 
 def student_inputs(recipe: Recipe, manifest: Manifest) -> dict:

@@ -12,16 +12,20 @@ SCORE = "val_recall_at_1"
 
 
 def epoch_printer_cls():
-    """A Ray Train callback printing one line per epoch (it runs in the controller; Ray forwards its output)."""
+    """A Ray Train callback printing one line per epoch, headed by the run's name (jobs may run at once); it
+    runs in the controller, and Ray forwards its output."""
     from ray.train import UserCallback
 
     class EpochPrinter(UserCallback):
+        def __init__(self, name: str):
+            self.name = name
+
         def after_report(self, run_context, metrics, checkpoint):
             m = metrics[0] if metrics else {}
             shown = {k: v for k, v in m.items() if k in ("train_loss", "train_metric_loss", "train_kd", SCORE,
                                                           "val_recall_at_5", "epoch_seconds")}
             text = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
-            print(f"epoch {m.get('epoch', '?')}: {text}", flush=True)
+            print(f"{self.name} epoch {m.get('epoch', '?')}: {text}", flush=True)
 
     return EpochPrinter
 
@@ -55,7 +59,7 @@ def build_trainer(recipe: Recipe, name: str, run_id: str, tracking_uri: str, pro
             name=name, storage_path=recipe.run.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=recipe.run.max_failures),
             checkpoint_config=checkpoint_config(recipe.run.keep_checkpoints),
-            callbacks=[epoch_printer_cls()(), *(callbacks or [])],
+            callbacks=[epoch_printer_cls()(name), *(callbacks or [])],
             logging_config=ray.train.LoggingConfig(log_level=recipe.run.log_level),
             worker_runtime_env={"env_vars": env},
         ),

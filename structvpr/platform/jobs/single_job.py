@@ -14,6 +14,7 @@ from pathlib import Path
 
 from structvpr.config import flatten, load_config
 from structvpr.datasets.records import DatasetError
+from structvpr.files import write_text_atomic
 from structvpr.datasets.shards.manifest import Manifest
 from structvpr.platform.jobs.job_kind import job_kind
 from structvpr.platform.recipe import Recipe, name_settings
@@ -102,11 +103,16 @@ def absolute_paths(recipe: Recipe) -> Recipe:
     return recipe
 
 
+def done_file(recipe: Recipe) -> Path:
+    """Where a finished job keeps its summary: while it exists, the same recipe is not trained again."""
+    return Path(recipe.run.storage_path) / run_name(recipe) / DONE_FILE
+
+
 def train_job(recipe: Recipe, manifest: Manifest, progress: bool = True, worker_inputs: dict | None = None,
               tags: dict | None = None) -> dict:
     """One Ray Train job, its MLflow run and its registered model; a finished job is not run again."""
     name = run_name(recipe)
-    done = Path(recipe.run.storage_path) / name / DONE_FILE
+    done = done_file(recipe)
     if done.is_file():
         print(f"run {name} already finished; its summary is in {done} (set run.name=... to train again)")
         return json.loads(done.read_text())
@@ -126,5 +132,5 @@ def train_job(recipe: Recipe, manifest: Manifest, progress: bool = True, worker_
     from structvpr.platform.jobs.finalize import finalize_run
 
     summary = finalize_run(recipe, name, run_id, uri, result, manifest, progress)
-    done.write_text(json.dumps(summary, indent=1))
+    write_text_atomic(done, json.dumps(summary, indent=1))
     return summary

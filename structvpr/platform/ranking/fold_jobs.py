@@ -1,12 +1,12 @@
 """`structvpr train teacher ... folds=K`: the fold teachers, their ranks, and the ranks table beside the full teacher.
 
-After the full teacher (trained on every place, as without folds), K fold teachers are trained, each
-a Ray Train job on the places outside its fold and their buffer (folds.py). Ray runs as many at
-once as the cluster holds; the rest queue. Each fold teacher then ranks the views of its own fold
-in a Ray task with one worker's resources (table.py says what a row holds). The merged table is
-logged to the full teacher's MLflow run (ranks/ranks.csv, with its plots), tagged with the shard
-manifest hash, and named on the registered teacher version. Every step is resumable: a finished
-fold job is not retrained (its run name is stable), a fold's ranks are kept in its run folder.
+Beside the full teacher (trained on every place, as without folds), K fold teachers are trained, each
+a Ray Train job on the places outside its fold and their buffer (folds.py). The K + 1 jobs are
+independent: as many run at once as the cluster holds; the rest queue. Each fold teacher then ranks
+the views of its own fold in a Ray task with one worker's resources (table.py says what a row holds).
+The merged table is logged to the full teacher's MLflow run (ranks/ranks.csv, with its plots), tagged
+with the shard manifest hash, and named on the registered teacher version. Every step is resumable: a
+finished fold job is not retrained (its run name is stable), a fold's ranks are kept in its run folder.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from structvpr.config import ConfigError
 from structvpr.datasets.shards.manifest import Manifest
-from structvpr.platform.jobs.single_job import DONE_FILE, run_name, train_job
+from structvpr.files import write_text_atomic
+from structvpr.platform.jobs.single_job import DONE_FILE, done_file, run_name, train_job
 from structvpr.platform.ranking.folds import FoldPlan, TrainingView, plan_folds, training_views
 from structvpr.platform.ranking.table import ARTIFACT_DIR, FILE_NAME, FOLDS_FILE, MANIFEST_TAG, RanksTable, RankRow
 from structvpr.platform.recipe import Recipe
@@ -55,32 +57,38 @@ def fold_recipe(recipe: Recipe, fold: int) -> Recipe:
     return r
 
 
-def rank_out_of_fold(recipe: Recipe, manifest: Manifest, planned: PlannedFolds, summary: dict,
-                     progress: bool = True) -> dict:
-    """Train the fold teachers, rank, publish the table; the full teacher's summary with where the table is."""
+def train_with_folds(recipe: Recipe, manifest: Manifest, planned: PlannedFolds,
+                     train_full: Callable[[bool], dict], progress: bool = True) -> dict:
+    """The full teacher (`train_full(progress)`) and the fold teachers, as many at once as the cluster holds;
+    once all are done, the ranks table goes to the full teacher's run. Its summary, with where the table is."""
+    done = done_file(recipe)
+    summary = json.loads(done.read_text()) if done.is_file() else {}
     if summary.get("ranks_table") and Path(summary["ranks_table"]).is_file():
         print(f"ranks table already written: {summary['ranks_table']}")
         return summary
     from structvpr.runtime import ensure_ray
 
     ensure_ray()
-    at_once = fold_concurrency(recipe)
-    print(f"{recipe.folds} fold teachers over {planned.plan.num_blocks} blocks of {recipe.fold_block_m:g} m, "
-          f"{at_once} at a time", flush=True)
+    at_once = jobs_at_once(recipe)
+    print(f"the teacher and {recipe.folds} fold teachers over {planned.plan.num_blocks} blocks of "
+          f"{recipe.fold_block_m:g} m, {at_once} at a time", flush=True)
+    bars = progress and at_once == 1  # bars of jobs running at once would draw over each other
     with ThreadPoolExecutor(at_once) as pool:
-        folds = list(pool.map(lambda f: train_and_rank_fold(recipe, manifest, planned, f, progress and at_once == 1),
-                              range(recipe.folds)))
+        # A job that fails raises here, after the others have finished (the pool waits): they are kept.
+        full = pool.submit(train_full, bars)
+        folds = [pool.submit(train_and_rank_fold, recipe, manifest, planned, f, bars) for f in range(recipe.folds)]
+        summary, folds = full.result(), [f.result() for f in folds]
     rows = sorted((row for part, _ in folds for row in part), key=lambda r: (r.place, r.view))
     fold_teachers = {"manifest_sha256": manifest.hash, "checkpoints": [s["checkpoint"] for _, s in folds],
                      "models": [f"runs:/{s['mlflow_run_id']}/model" for _, s in folds]}
     return publish(RanksTable(manifest.hash, rows), fold_teachers, recipe, summary)
 
 
-def fold_concurrency(recipe: Recipe) -> int:
-    """How many fold jobs the cluster holds at once (1 if it holds only one job's workers)."""
+def jobs_at_once(recipe: Recipe) -> int:
+    """How many of the K + 1 teacher jobs the cluster holds at once (1 if it holds only one job's workers)."""
     from structvpr.platform.jobs.resources import jobs_fitting
 
-    return min(recipe.folds, jobs_fitting(recipe))
+    return min(recipe.folds + 1, jobs_fitting(recipe))
 
 
 def train_and_rank_fold(recipe: Recipe, manifest: Manifest, planned: PlannedFolds, fold: int,
@@ -142,10 +150,10 @@ def publish(table: RanksTable, fold_teachers: dict, recipe: Recipe, summary: dic
 
         client(uri).set_model_version_tag(REGISTERED_NAMES["teacher"], str(summary["registered_model"]), RANKS_REF_TAG, ref)
     folder = Path(recipe.run.storage_path) / run_name(recipe)
-    (folder / FOLDS_FILE).write_text(json.dumps(fold_teachers, indent=1))
+    write_text_atomic(folder / FOLDS_FILE, json.dumps(fold_teachers, indent=1))
     summary = summary | {"ranks_table": str(table.write(folder / FILE_NAME)), "ranks_artifact": ref,
                          "ranks_summary": describe(table, recipe.kd.weighting.noisy_rank)}
-    (folder / DONE_FILE).write_text(json.dumps(summary, indent=1))
+    write_text_atomic(folder / DONE_FILE, json.dumps(summary, indent=1))
     print(f"ranks table: {summary['ranks_table']} (MLflow {ref})")
     return summary
 

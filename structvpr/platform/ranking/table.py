@@ -16,6 +16,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from structvpr.datasets.records import DatasetError
+from structvpr.files import write_text_atomic
 
 FILE_NAME = "ranks.csv"
 FOLDS_FILE = "folds.json"  # beside the table: the fold teachers (checkpoints and logged models), fold i at index i
@@ -62,8 +63,7 @@ class RanksTable:
         writer.writerow(COLUMNS)
         for row in self.rows:
             writer.writerow([f"{v:.6f}" if isinstance(v, float) else v for v in astuple(row)])
-        path.write_text(buffer.getvalue())
-        return path
+        return write_text_atomic(path, buffer.getvalue())  # a resumed ranking trusts a fold's file it finds
 
     @classmethod
     def read(cls, path: str | Path, source: str | None = None) -> "RanksTable":
