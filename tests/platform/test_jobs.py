@@ -120,9 +120,12 @@ def test_a_killed_fold_command_resumes_without_training_a_finished_fold_again(ra
     c = client(f"sqlite:///{workdir / 'mlflow.db'}")
     for path, text in finished.items():
         assert Path(path).read_text() == text, "a fold that had finished must be read back, not trained again"
-        run_id = json.loads(text)["mlflow_run_id"]
-        # trained again, it would have reported its epochs to the same MLflow run a second time
-        assert [m.step for m in c.get_metric_history(run_id, "val_recall_at_1")] == [1, 2]
+        fold = json.loads(text)
+        # trained again, it would have opened a second MLflow run of that name (the first one is finished)
+        runs = c.search_runs([c.get_run(fold["mlflow_run_id"]).info.experiment_id],
+                             filter_string=f"tags.`mlflow.runName` = '{fold['run_name']}'")
+        assert [r.info.run_id for r in runs] == [fold["mlflow_run_id"]]
+        assert [m.step for m in c.get_metric_history(fold["mlflow_run_id"], "val_recall_at_1")] == [1, 2]
 
 
 def test_folds_again_train_and_rank_nothing(ranked_teacher, shards, workdir, capsys):
