@@ -67,7 +67,8 @@ def parse_args(argv=None):
                    help="a student recipe override for every run of this call (repeatable), e.g. kd.weighting.noisy_rank=40")
     p.add_argument("--tag", help="name for the --set variant: results go under MODE+TAG (needed with --set)")
     p.add_argument("--out", help="JSON results (default bench/results/ablation-<seg>.json)")
-    p.add_argument("--plot", help="bar chart (default docs/ablation-<seg>.png; none with --quick)")
+    p.add_argument("--plot", help="bar chart (default docs/ablation-<seg>.png); 'none': no chart, the default with "
+                   "--quick (a probe of one mode would otherwise replace the chart of the whole ablation)")
     args = p.parse_args(argv)
     unknown = set(args.modes.split(",")) - set(MODES)
     if unknown:
@@ -130,7 +131,7 @@ def main(argv=None):
     results["summary"] = summary
     out.write_text(json.dumps(results, indent=1))
     print_results(results, summary)
-    if not args.quick or args.plot:
+    if args.plot != "none" and (not args.quick or args.plot):
         plot(results, summary, Path(args.plot or REPO / f"docs/ablation-{args.seg_model}.png"))
     print(f"results: {out}")
     return results

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -20,13 +22,15 @@ def test_demo_runs_the_whole_platform_on_the_tiny_city_and_keeps_finished_stages
     from mlflow.tracking import MlflowClient
 
     work = tmp_path / "demo"
+    started = time.perf_counter()
     done = run_cli("-q", "demo", "--preset", "tiny", "--workdir", str(work))
+    wall = time.perf_counter() - started
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("\n== ") == 15 and "== 14/14" in done.stdout, done.stdout  # 14 stages and the report
     manifest = json.loads((work / "shards" / "manifest.json").read_text())
     assert manifest["segmentation"]["model_id"].startswith("ckpt:seg.ckpt:")
     assert json.loads((work / "shards-gt" / "manifest.json").read_text())["segmentation"]["model_id"] == "gt"
-    check_report(work)
+    check_report(work, wall)
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     check_promotion_and_serving(work, client)
     check_weighted_student(work, client)
@@ -40,8 +44,11 @@ def test_demo_runs_the_whole_platform_on_the_tiny_city_and_keeps_finished_stages
     assert other.returncode == 2 and "made with --preset tiny --seed 0" in other.stderr, other.stderr
 
 
-def check_report(work) -> None:
+def check_report(work, wall: float) -> None:
     report = (work / "report.md").read_text()
+    minutes = float(re.search(r"\(([0-9.]+) min of stages", report).group(1))
+    # Stages run at once are counted once, not summed (3 s: the report rounds to a tenth of a minute).
+    assert minutes * 60 <= wall + 3, (minutes, wall)
     for heading in ("## Recall on the test split", "## The method's claims", "## Weighting groups", "## Sweep",
                     "## Promotion", "## Serving", "## Where weighted KD helps", "## Time per stage"):
         assert heading in report, heading

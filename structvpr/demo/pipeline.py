@@ -48,7 +48,7 @@ def finish(work: Path, preset: str, seed: int, found: dict, stages: Stages) -> i
     from structvpr.demo.report import log_report, write_report
 
     print(f"\n== report", flush=True)
-    report = write_report(work, preset, seed, found, stages.seconds)
+    report = write_report(work, preset, seed, found, stages.seconds, stages.wall_seconds())
     run_id = log_report(tracking_uri(work), work)
     champion = found["deploy"]["promotion"].get("champion")
     print(f"\nDone. Look at:\n  the report     {report} (plots beside it; also MLflow run {run_id})\n"

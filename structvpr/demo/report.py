@@ -15,11 +15,12 @@ LABELS = {"teacher_gt_seg": "teacher (ground-truth seg)", "teacher_predicted_seg
 REPORT_RUN = "demo-report"
 
 
-def write_report(work: Path, preset: str, seed: int, found: dict, seconds: dict[str, float]) -> Path:
+def write_report(work: Path, preset: str, seed: int, found: dict, seconds: dict[str, float],
+                 wall_seconds: float) -> Path:
     evaluation = found["evaluation"]
     parts = [f"# StructVPR demo report\n\nPreset `{preset}`, seed {seed}; every number below was measured by this "
-             f"run of `structvpr demo --preset {preset}` on this machine ({sum(seconds.values()) / 60:.1f} min of "
-             "stages). Recall is in % of test queries with a database image within 25 m.\n",
+             f"run of `structvpr demo --preset {preset}` on this machine ({wall_seconds / 60:.1f} min of "
+             "stages, those run at once counted once). Recall is in % of test queries with a database image within 25 m.\n",
              recall_section(work, evaluation), checks_section(evaluation), groups_section(work, found["models"]),
              sweep_section(found["models"]["sweep"], evaluation), promotion_section(found["deploy"]),
              serving_section(found["deploy"]), wins_section(work, found["data"]["shards"]),

@@ -23,6 +23,7 @@ class Stages:
         self.total = total
         self.done = 0
         self.seconds: dict[str, float] = {}
+        self.rounds: list[list[str]] = []  # stage names in the order they ran; stages run at once share a round
         self._counting = threading.Lock()  # stages run at once (run_at_once) number themselves one by one
         self._check_settings(settings)
 
@@ -40,6 +41,10 @@ class Stages:
 
     def run(self, name: str, title: str, work: Callable[[], dict]) -> dict:
         """The stage's result: read back if a run before this one finished it, else computed and kept."""
+        self.rounds.append([name])
+        return self._run(name, title, work)
+
+    def _run(self, name: str, title: str, work: Callable[[], dict]) -> dict:
         with self._counting:
             self.done += 1
             print(f"\n== {self.done}/{self.total} {title}", flush=True)
@@ -66,10 +71,16 @@ class Stages:
         thread (Ray Tune catches signals only in the main thread), the others in threads of their own. A stage
         that fails raises once the others have finished and been kept, so a rerun redoes only that one."""
         first, *others = stages
+        self.rounds.append(list(stages))
         with ThreadPoolExecutor(max(1, len(others))) as pool:
-            running = {name: pool.submit(self.run, name, *stages[name]) for name in others}
-            results = {first: self.run(first, *stages[first])}
+            running = {name: pool.submit(self._run, name, *stages[name]) for name in others}
+            results = {first: self._run(first, *stages[first])}
             return results | {name: future.result() for name, future in running.items()}
+
+    def wall_seconds(self) -> float:
+        """The stages' time as a clock on the wall saw it: stages run at once count as the longest of them (summing
+        their seconds would count the same minutes several times)."""
+        return sum(max(self.seconds.get(name, 0.0) for name in names) for names in self.rounds)
 
     def _keep(self, path: Path, result: dict) -> None:
         # Written whole or not at all: a demo killed here redoes this stage, never reads half of it.
