@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 
-from structvpr.tuning.sweep import Sweep, build_tuner, concurrent_trials, load_sweep, parent_params
+from structvpr.tuning.sweep import TRIAL_CPU, Sweep, build_tuner, concurrent_trials, load_sweep, parent_params
 from structvpr.tuning.trial import SweepContext
 
 
@@ -68,7 +68,7 @@ def run_sweep(config: str | None, overrides: list[str], register_best: bool = Fa
     sweep = load_sweep(config, overrides)
     inputs = student_inputs(sweep.recipe, sweep.manifest)  # the ranks table, read and checked once
     ensure_ray()
-    check_cluster_fits(sweep.recipe)  # a trial the cluster can never hold is refused before any trial starts
+    check_cluster_fits(sweep.recipe, TRIAL_CPU)  # a trial the cluster can never hold is refused before any starts
     concurrency = concurrent_trials(sweep)
     uri = resolve_tracking_uri(sweep.recipe.tracking.uri)
     parent = start_or_resume_run(uri, sweep.recipe.tracking.experiment, sweep.name, parent_params(sweep, concurrency),

@@ -49,8 +49,32 @@ def workers_fitting(node: dict[str, float], bundle: dict[str, float]) -> int:
     return min(math.floor(node.get(name, 0.0) / need + EPSILON) for name, need in bundle.items() if need > 0)
 
 
-def shortfall(request: WorkerRequest, nodes: list[dict[str, float]]) -> str | None:
-    """None if the nodes can hold the request under its placement strategy, else what is missing."""
+def shortfall(request: WorkerRequest, nodes: list[dict[str, float]], beside_cpu: float = 0.0) -> str | None:
+    """None if the nodes can hold the request under its placement strategy, else what is missing.
+
+    `beside_cpu` is what the job holds outside its workers on some node (a Tune trial's own actor): the
+    request fits if, for some node, the workers still fit with that much taken from it."""
+    if beside_cpu > 0:
+        if _fits_with_cpu_taken(request, nodes, beside_cpu):
+            return None
+        return _worker_shortfall(request, nodes) or (
+            f"{request.num_workers} worker(s) of {_describe(request.bundle)} each ({request.strategy}) and "
+            f"{beside_cpu:g} CPU beside them for the trial's own Tune actor, but no node of the cluster's {len(nodes)} "
+            f"has that CPU left once the workers are placed; largest node: {_describe(_largest(nodes))}")
+    return _worker_shortfall(request, nodes)
+
+
+def _fits_with_cpu_taken(request: WorkerRequest, nodes: list[dict[str, float]], cpu: float) -> bool:
+    for i, node in enumerate(nodes):
+        if node.get("CPU", 0.0) + EPSILON < cpu:
+            continue
+        smaller = [*nodes[:i], node | {"CPU": node.get("CPU", 0.0) - cpu}, *nodes[i + 1:]]
+        if _worker_shortfall(request, smaller) is None:
+            return True
+    return False
+
+
+def _worker_shortfall(request: WorkerRequest, nodes: list[dict[str, float]]) -> str | None:
     per_node = [workers_fitting(node, request.bundle) for node in nodes]
     wanted = request.num_workers
     if request.strategy == "STRICT_PACK":
@@ -84,20 +108,22 @@ def alive_node_resources() -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
-def check_cluster_fits(recipe: Recipe) -> None:
-    """Refuse, before any run starts, a job that the cluster cannot hold; wait first if the recipe says so."""
+def check_cluster_fits(recipe: Recipe, beside_cpu: float = 0.0) -> None:
+    """Refuse, before any run starts, a job that the cluster cannot hold; wait first if the recipe says so.
+
+    `beside_cpu`: what each job holds outside its workers (a Tune trial's actor), as in `shortfall`."""
     s = recipe.scaling
     request = WorkerRequest.from_scaling(s)
     nodes = alive_node_resources()
     if s.use_gpu and not any(n.get("GPU", 0) > 0 for n in nodes) and s.wait_for_resources_s <= 0:
         raise NoGpuError("scaling.use_gpu=true but the Ray cluster has no GPU; set scaling.use_gpu=false to train "
                          "on the CPU, or start Ray nodes with GPUs (`ray start --num-gpus N`)")
-    missing, started = shortfall(request, nodes), time.monotonic()
+    missing, started = shortfall(request, nodes, beside_cpu), time.monotonic()
     while missing and time.monotonic() - started < s.wait_for_resources_s:
         waited = time.monotonic() - started
         print(f"waiting for the cluster to grow ({waited:.0f}/{s.wait_for_resources_s:.0f} s): {missing}", flush=True)
         time.sleep(min(POLL_SECONDS, max(0.0, s.wait_for_resources_s - waited)))
-        missing = shortfall(request, alive_node_resources())
+        missing = shortfall(request, alive_node_resources(), beside_cpu)
     if missing:
         waited = f"; waited {time.monotonic() - started:.0f} s for nodes" if s.wait_for_resources_s > 0 else \
             " (on an autoscaling cluster, scaling.wait_for_resources_s waits for nodes)"
