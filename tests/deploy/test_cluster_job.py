@@ -1,19 +1,23 @@
 """The cluster path: `ray job submit` of a teacher job and of a sweep to a head + worker started with `ray start`,
-tracking to an `mlflow server`."""
+tracking to an `mlflow server`; then, on the same cluster (a start costs 30-40 s here), Ray's token auth refuses
+clients without the token, and the local cluster tool stops its nodes by PID with nothing left behind."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 import structvpr
-from structvpr.deploy.local_cluster import LocalCluster
+from structvpr.deploy.local_cluster import LocalCluster, ray_auth_token
 from structvpr.deploy.mlflow_server import MlflowServer
-from structvpr.deploy.processes import venv_env
+from structvpr.deploy.processes import _group_alive, venv_env
 
 REPO = Path(structvpr.__file__).resolve().parents[1]
 TINY = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4", "data.views_per_place=2",
@@ -74,3 +78,43 @@ def test_a_teacher_job_then_a_sweep_job_spread_over_two_nodes(services, tiny_sha
     assert "val_recall_at_1" in child.data.metrics
     (student,) = mlflow.search_model_versions("name='structvpr-student'")
     assert student.tags["structvpr.sweep"] == parent.info.run_name and student.run_id == child.info.run_id
+
+
+def test_a_head_refuses_clients_without_rays_token(services):
+    """Ray 2.60 token auth, end to end: the jobs API answers 401 without a token and 403 with a wrong one; the
+    CLI (jobs over HTTP, `ray status` over the GCS's gRPC) fails with a wrong token or with auth off on its side."""
+    cluster, _ = services
+    jobs = f"{cluster.dashboard}/api/jobs/"
+    assert http_status(jobs, None) == 401
+    assert http_status(jobs, "Bearer not-the-token") == 403
+    assert http_status(jobs, f"Bearer {ray_auth_token()}") == 200
+    ray = str(Path(sys.executable).parent / "ray")
+    for refused in ({"RAY_AUTH_TOKEN": "not-the-token"}, {"RAY_AUTH_MODE": "disabled"}):
+        for cmd in ([ray, "job", "list", f"--address={cluster.dashboard}"], [ray, "status", f"--address={cluster.address}"]):
+            done = subprocess.run(cmd, env=venv_env(refused), capture_output=True, text=True, timeout=60)
+            assert done.returncode != 0 and "token" in done.stderr + done.stdout, (refused, cmd[1])
+    done = subprocess.run([ray, "status", f"--address={cluster.address}"], env=venv_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "2.0 CPU" in done.stdout, done.stdout
+
+
+def http_status(url: str, authorization: str | None) -> int:
+    request = urllib.request.Request(url)
+    if authorization:
+        request.add_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_cluster_stops_without_leftovers(services):
+    """Last in this module: it stops the module's cluster (the fixture's own stop then finds nothing to do)."""
+    cluster, _ = services
+    head, current = cluster.pids[0], Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    assert current.read_text().strip().endswith(f":{cluster.gcs_port}")
+    cluster.stop()
+    assert not _group_alive(head), "the head's process group must be gone (zombies awaiting init aside)"
+    # A stale file sent later plain ray.init() calls (Ray Train's placement-group cleaner) to a dead head.
+    assert not current.exists() or not current.read_text().strip().endswith(f":{cluster.gcs_port}")
