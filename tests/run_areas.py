@@ -1,6 +1,7 @@
 """The whole suite as `make test` runs it: one pytest process per area, one area after another.
 
-Each area gets a fresh process and so a fresh local Ray instance. Two lanes at once (TEST_LANES=2) were
+Each area gets a fresh process and so a fresh local Ray instance; the tiny city and its shards are made
+once, by the first area that needs them, in a folder all areas read (tests/conftest.py). Two lanes at once (TEST_LANES=2) were
 slower on the 2-core CI machine than one (docs/TESTING.md has the times): every area keeps both cores busy
 starting Ray Train's processes. Each area's output is printed whole when it ends; the summary at the end
 names every failed area.
@@ -43,8 +44,9 @@ def run_area(area: str, logs: Path) -> tuple[str, int, float]:
         print(f"=== start {area}", flush=True)
     started = time.monotonic()
     with log.open("w") as out:
-        code = subprocess.run([*PYTEST, *paths], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                              env=os.environ | {"HF_HUB_OFFLINE": "1"}).returncode
+        # tests/conftest.py: the tiny city and its shards, made by the first area that needs them
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "STRUCTVPR_TEST_INPUTS": str(logs / "inputs")}
+        code = subprocess.run([*PYTEST, *paths], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     seconds = time.monotonic() - started
     with _print_lock:
         print(f"=== {area}: exit {code} after {seconds:.0f} s\n{log.read_text()}", flush=True)
@@ -58,6 +60,7 @@ def run_lane(areas: list[str], logs: Path) -> list[tuple[str, int, float]]:
 def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="structvpr-test-logs-") as folder:
+        (Path(folder) / "inputs").mkdir()
         chosen = lanes(int(os.environ.get("TEST_LANES", "1")))
         with ThreadPoolExecutor(len(chosen)) as pool:
             results = [r for lane in pool.map(lambda areas: run_lane(areas, Path(folder)), chosen) for r in lane]

@@ -22,7 +22,10 @@ RUN_STATUS = {"finished": "FINISHED", "stopped": "KILLED", "error": "FAILED"}
 
 def trial_rows(results, sweep: Sweep) -> list[dict]:
     """One row per trial, best first: status (finished, stopped by the scheduler, error) and the metric."""
-    rows = [_row(result, sweep) for result in results]
+    return _best_first([_row(result, sweep) for result in results], sweep)
+
+
+def _best_first(rows: list[dict], sweep: Sweep) -> list[dict]:
     sign = -1 if sweep.tune.mode == "max" else 1
     return sorted(rows, key=lambda r: (math.isnan(r["best"]), sign * (0 if math.isnan(r["best"]) else r["best"])))
 
@@ -30,13 +33,18 @@ def trial_rows(results, sweep: Sweep) -> list[dict]:
 def _row(result, sweep: Sweep) -> dict:
     history = _history(result, sweep.tune.metric)
     epochs = int(max((e for e, _ in history), default=0))
-    status = "error" if result.error else ("finished" if epochs >= sweep.recipe.train.epochs else "stopped")
-    values = [v for _, v in history]
-    best = (max(values) if sweep.tune.mode == "max" else min(values)) if values else float("nan")
     trial_id = result.metrics.get("trial_id") or Path(result.path).name
-    return {"trial_id": trial_id, "status": status, "epochs": epochs, "best": best,
-            "last": values[-1] if values else float("nan"), **{k: result.config.get(k) for k in sweep.space},
-            "run_name": trial_run_name(sweep.name, trial_id)}
+    return {"trial_id": trial_id, **_progress(history, sweep, failed=bool(result.error)),
+            **{k: result.config.get(k) for k in sweep.space}, "run_name": trial_run_name(sweep.name, trial_id)}
+
+
+def _progress(history: list[tuple[float, float]], sweep: Sweep, failed: bool) -> dict:
+    """Status, epochs run, best and last value of a trial from its (epoch, metric) history."""
+    epochs = int(max((e for e, _ in history), default=0))
+    values = [v for _, v in history]
+    return {"status": "error" if failed else ("finished" if epochs >= sweep.recipe.train.epochs else "stopped"),
+            "epochs": epochs, "best": (max(values) if sweep.tune.mode == "max" else min(values)) if values else float("nan"),
+            "last": values[-1] if values else float("nan")}
 
 
 def _history(result, metric: str) -> list[tuple[float, float]]:
@@ -102,18 +110,37 @@ def sampled(sweep: Sweep, row: dict) -> dict:
     return {k: row[k] for k in sweep.space}
 
 
-def mark_child_runs(rows: list[dict], uri: str, experiment: str) -> None:
-    """Each trial's MLflow run ends with its status: FINISHED, KILLED (stopped by ASHA) or FAILED."""
+def mark_child_runs(rows: list[dict], sweep: Sweep, uri: str, parent_run_id: str) -> list[dict]:
+    """Each trial's MLflow run ends with its status: FINISHED, KILLED (stopped by ASHA) or FAILED; the rows, best
+    first, completed from the runs' own metric histories.
+
+    Tune can miss a trial's last report (docs/TUNING.md: a trial with 3 epochs in MLflow had 2 in Tune's record
+    and read as stopped), and a driver killed mid-sweep may not have saved the last reports it had. Rank 0 logs
+    every epoch to MLflow before reporting it, so the child run's history is the record. A child run that no trial owns (its
+    trial started just before the driver was killed, and Tune, restored from an earlier state, ran the point
+    again under another trial id) is ended KILLED and tagged `lost`."""
     from structvpr.platform.store.tracking import RUN_NAME_TAG, client, experiment_id
 
     c = client(uri)
-    exp = experiment_id(uri, experiment)
+    exp = experiment_id(uri, sweep.recipe.tracking.experiment)
+    children = {r.data.tags.get(RUN_NAME_TAG): r for r in c.search_runs(
+        [exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10_000)}
     for row in rows:
-        found = c.search_runs([exp], filter_string=f"tags.`{RUN_NAME_TAG}` = '{row['run_name']}'", max_results=1)
-        if found:
-            c.set_tag(found[0].info.run_id, STATUS_TAG, row["status"])
-            c.set_terminated(found[0].info.run_id, status=RUN_STATUS[row["status"]])
-            row["mlflow_run_id"] = found[0].info.run_id
+        run = children.pop(row["run_name"], None)
+        if run is None:
+            continue
+        logged = [(float(m.step), m.value) for m in c.get_metric_history(run.info.run_id, sweep.tune.metric)]
+        if logged and max(e for e, _ in logged) > row["epochs"]:
+            row.update(_progress(sorted(dict(logged).items()), sweep, failed=row["status"] == "error"))
+        c.set_tag(run.info.run_id, STATUS_TAG, row["status"])
+        c.set_terminated(run.info.run_id, status=RUN_STATUS[row["status"]])
+        row["mlflow_run_id"] = run.info.run_id
+    for name, run in children.items():
+        c.set_tag(run.info.run_id, STATUS_TAG, "lost")
+        c.set_terminated(run.info.run_id, status="KILLED")
+        print(f"MLflow run {run.info.run_id} ({name}) belongs to no trial (a trial lost when the driver was killed; "
+              "Tune ran its point again): ended KILLED, tagged lost")
+    return _best_first(rows, sweep)
 
 
 def log_report(results, sweep: Sweep, context: SweepContext, rows: list[dict]) -> None:

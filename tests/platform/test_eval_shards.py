@@ -1,5 +1,6 @@
 """eval.shards: training that validates on another shard folder (GSV-Cities has no val split; its models are
-validated on Pitts30k val), checked before any Ray work, recorded in MLflow, and invisible in run names when unset."""
+validated on Pitts30k val), checked before any Ray work, and invisible in run names when unset. The `train_only`
+shards: tests/platform/conftest.py."""
 
 from __future__ import annotations
 
@@ -8,24 +9,14 @@ import json
 import pytest
 
 from structvpr.datasets.records import DatasetError
-from structvpr.datasets.shards.build import BuildOptions, build_shards
-from structvpr.datasets.shards.manifest import MANIFEST, Manifest
+from structvpr.datasets.shards.manifest import MANIFEST
 from structvpr.platform.jobs import launcher
 from structvpr.platform.jobs.launcher import load_recipe, run_training
 from structvpr.platform.jobs.single_job import absolute_paths, run_name
 from structvpr.platform.recipe import DataSection, EvalSection, Recipe
-from structvpr.platform.store.tracking import client
 
 TINY = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4", "data.views_per_place=2",
         "data.batches_per_epoch=2", "train.epochs=1"]
-
-
-@pytest.fixture(scope="module")
-def train_only(tiny_city, tmp_path_factory, ray_local):
-    """The tiny city's train split alone, at the size of tiny_shards: a training set like GSV-Cities."""
-    out = tmp_path_factory.mktemp("train-only") / "shards"
-    build_shards("vg", tiny_city, out, BuildOptions(image_size=(64, 48), progress=False, splits=("train",)))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +29,8 @@ def overrides(workdir, shards, eval_shards, *extra):
             f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", *TINY, *extra]
 
 
-def test_a_teacher_trained_on_train_only_shards_validates_on_the_eval_shards(train_only, tiny_shards, workdir):
-    summary = run_training("teacher", "configs/tiny/teacher.yaml", overrides(workdir, train_only, tiny_shards),
-                           progress=False)
-    run = client(f"sqlite:///{workdir / 'mlflow.db'}").get_run(summary["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and summary["epochs"] == 1
-    assert {"val_recall_at_1", "best_val_recall_at_1"} <= set(run.data.metrics)
-    assert run.data.tags["structvpr.eval_manifest"] == Manifest.load(tiny_shards).hash
-    assert run.data.tags["structvpr.train_manifest"] == Manifest.load(train_only).hash
-    assert run.data.params["eval.shards"] == str(tiny_shards.resolve())
+# A teacher trained on train-only shards and validated on the eval shards: the fault-tolerance test's job
+# (tests/platform/test_fault_tolerance.py), which checks the eval shards' tags and metrics after its restart.
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""Fault tolerance: SIGKILL a training worker mid-epoch; the job restarts it, resumes from its last checkpoint, finishes."""
+"""Fault tolerance: SIGKILL a training worker mid-epoch; the job restarts it, resumes from its last checkpoint, finishes.
+
+The job trains on train-only shards and validates on other shards (eval.shards, as GSV-Cities models validate on
+Pitts30k val): one job checks both (each costs about 30 s here); tests/platform/test_eval_shards.py has the refusals."""
 
 from __future__ import annotations
 
@@ -26,11 +29,11 @@ def checkpoints(run_dir) -> list:
     return sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
 
 
-def test_killed_worker_resumes_from_its_last_checkpoint(tiny_shards, tmp_path, ray_local):
-    shards = tiny_shards
+def test_killed_worker_resumes_from_its_last_checkpoint(train_only, tiny_shards, tmp_path, ray_local):
     storage = tmp_path / "ckpt"
     # Long enough epochs (several seconds) that the kill lands inside one, not between.
-    args = [f"data.shards={shards}", f"run.storage_path={storage}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    args = [f"data.shards={train_only}", f"eval.shards={tiny_shards}", f"run.storage_path={storage}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
             "model.backbone=resnet18", "model.dim=32", "data.places_per_batch=8", "data.views_per_place=4",
             "data.batches_per_epoch=12", "train.epochs=3", "run.max_failures=2", "run.name=fault-test"]
     result: dict = {}
@@ -57,3 +60,13 @@ def test_killed_worker_resumes_from_its_last_checkpoint(tiny_shards, tmp_path, r
     runs = mlflow.search_runs([mlflow.get_experiment_by_name("structvpr-tiny").experiment_id])
     assert len(runs) == 1, "one MLflow run across the automatic restart"
     assert runs[0].info.run_id == summary["mlflow_run_id"] and runs[0].info.status == "FINISHED"
+    check_validated_on_the_eval_shards(runs[0], train_only, tiny_shards)
+
+
+def check_validated_on_the_eval_shards(run, train_only, eval_shards) -> None:
+    from structvpr.datasets.shards.manifest import Manifest
+
+    assert {"val_recall_at_1", "best_val_recall_at_1"} <= set(run.data.metrics)
+    assert run.data.tags["structvpr.eval_manifest"] == Manifest.load(eval_shards).hash
+    assert run.data.tags["structvpr.train_manifest"] == Manifest.load(train_only).hash
+    assert run.data.params["eval.shards"] == str(eval_shards.resolve())

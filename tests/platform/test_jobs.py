@@ -19,6 +19,7 @@ from structvpr.platform.jobs.launcher import load_recipe, run_training
 from structvpr.platform.jobs.single_job import DONE_FILE
 from structvpr.platform.store.references import ModelSourceError
 from structvpr.platform.store.checkpoint import load_state
+from structvpr.datasets.shards.manifest import Manifest
 from structvpr.platform.store.tracking import client
 
 TINY = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4", "data.views_per_place=2",
@@ -62,6 +63,38 @@ def test_teacher_job_checkpoints_tracks_and_registers(teacher, workdir):
 def test_same_recipe_again_does_not_train_twice(teacher, shards, workdir):
     again = run_training("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir), progress=False)
     assert again["mlflow_run_id"] == teacher["mlflow_run_id"] and again["checkpoint"] == teacher["checkpoint"]
+
+
+def test_a_jobs_summary_is_written_before_its_mlflow_run_ends(teacher, shards, workdir, tmp_path, monkeypatch):
+    """A driver killed after the run ended FINISHED but before the summary was written left a job that a rerun
+    trained and logged again, as a second MLflow run of its name (seen in the kill test below). The summary now
+    comes first, while the run is RUNNING (a rerun resumes it); a summary whose run was left RUNNING is ended."""
+    from types import SimpleNamespace
+
+    from structvpr.platform.jobs import finalize
+    from structvpr.platform.store.tracking import start_or_resume_run
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    recipe = load_recipe("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir, "tracking.register=false"))
+    run_id = start_or_resume_run(uri, "finalize-order", "finalize-order", {}, {})
+    status_when_written = []
+    real_write = finalize.write_text_atomic
+
+    def write(path, text):
+        status_when_written.append(client(uri).get_run(run_id).info.status)
+        real_write(path, text)
+
+    monkeypatch.setattr(finalize, "write_text_atomic", write)
+    result = SimpleNamespace(best_checkpoints=[], checkpoint=SimpleNamespace(path=teacher["checkpoint"]))
+    done = tmp_path / "structvpr_done.json"
+    summary = finalize.finalize_run(recipe, "finalize-order", run_id, uri, result, Manifest.load(shards), False, done)
+    assert status_when_written == ["RUNNING"] and json.loads(done.read_text()) == json.loads(json.dumps(summary))
+    assert client(uri).get_run(run_id).info.status == "FINISHED"
+
+    client(uri).update_run(teacher["mlflow_run_id"], status="RUNNING")  # the module's teacher, as if killed between
+    again = run_training("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir), progress=False)
+    assert again["mlflow_run_id"] == teacher["mlflow_run_id"]
+    assert client(uri).get_run(teacher["mlflow_run_id"]).info.status == "FINISHED"
 
 
 @pytest.fixture(scope="module")
@@ -134,14 +167,19 @@ def test_folds_again_train_and_rank_nothing(ranked_teacher, shards, workdir, cap
     assert "ranks table already written" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("source", ["folds"])  # the full teacher's: tests/test_cli.py (the demo's weighted student)
-def test_weighted_student_reads_the_out_of_fold_ranks(teacher, ranked_teacher, shards, workdir, monkeypatch, source):
-    """r_T from the ranks table; KD targets from the fold teachers' logged models."""
+def test_weighted_student_reads_the_out_of_fold_ranks(teacher, ranked_teacher, shards, workdir, monkeypatch, capsys):
+    """r_T from the ranks table, KD targets from the fold teachers' logged models. The teacher named by runs:/ and its
+    ranks by models:/ (both kinds of reference in one job: each job costs about 30 s here). Plain KD and the full
+    teacher's KD targets: the demo's students (tests/test_cli.py)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
-    ref = f"models:/structvpr-teacher/{teacher['registered_model']}"
     summary = run_training("student", "configs/tiny/student.yaml", overrides(
-        shards, workdir, f"teacher={ref}", "kd.mode=weighted", "kd.ranks=out_of_fold", f"kd.teacher_source={source}"),
-        progress=False)
+        shards, workdir, f"teacher=runs:/{teacher['mlflow_run_id']}/model", "kd.mode=weighted", "kd.ranks=out_of_fold",
+        f"kd.teacher_ranks=models:/structvpr-teacher/{teacher['registered_model']}", "kd.teacher_source=folds"),
+        progress=True)
+    # The driver's bar, fed by rank 0 through the progress board, reaches the last step (2 epochs x 2 batches).
+    bar = capsys.readouterr().err
+    assert "4/4" in bar, bar[-2000:]
+    assert "Reporting training result" not in bar, "run.log_level (WARNING) must quiet Ray Train's report lines"
     c = client(f"sqlite:///{workdir / 'mlflow.db'}")
     metrics = c.get_run(summary["mlflow_run_id"]).data.metrics
     groups = ("noisy", "teacher_right_student_wrong", "both_right", "other")
@@ -149,25 +187,8 @@ def test_weighted_student_reads_the_out_of_fold_ranks(teacher, ranked_teacher, s
     per_condition = {k: v for k, v in metrics.items() if k.startswith("group_") and "." in k}
     assert per_condition and sum(per_condition.values()) == 2 * 4 * 2, "every sample is counted under its condition"
     assert "weighting_groups.png" in {a.path for a in c.list_artifacts(summary["mlflow_run_id"])}
-    assert metrics["train_kd"] > 0
-
-
-def test_plain_student_job_from_a_teacher_run_in_mlflow(teacher, shards, workdir, monkeypatch, capsys):
-    """runs:/ references and plain KD; the weighted modes and models:/ references are the out-of-fold test's and
-    the sweep's (tests/tuning/test_sweep.py, in-fold ranks)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
-    summary = run_training("student", "configs/tiny/student.yaml",
-                           overrides(shards, workdir, f"teacher=runs:/{teacher['mlflow_run_id']}/model", "kd.mode=plain"),
-                           progress=True)
-    # The driver's bar, fed by rank 0 through the progress board, reaches the last step (2 epochs x 2 batches).
-    bar = capsys.readouterr().err
-    assert "4/4" in bar, bar[-2000:]
-    assert "Reporting training result" not in bar, "run.log_level (WARNING) must quiet Ray Train's report lines"
-    metrics = client(f"sqlite:///{workdir / 'mlflow.db'}").get_run(summary["mlflow_run_id"]).data.metrics
-    assert "best_val_recall_at_1" in metrics
-    assert "group_noisy" not in metrics and metrics["train_kd"] >= 0
-    state = load_state(summary["checkpoint"])
-    assert state["spec"]["in_chans"] == 3
+    assert metrics["train_kd"] > 0 and "best_val_recall_at_1" in metrics
+    assert load_state(summary["checkpoint"])["spec"]["in_chans"] == 3
 
 
 def test_eval_command_on_a_checkpoint(teacher, shards, tmp_path, capsys):

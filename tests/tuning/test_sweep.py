@@ -78,7 +78,12 @@ def test_asha_sweep_survives_a_killed_driver_and_reports_to_mlflow(tiny_shards, 
     assert {"trials.csv", "curves.png", "parallel_coordinates.png", "best_recipe.yaml"} <= {
         a.path for a in c.list_artifacts(parent.info.run_id)}
 
-    children = c.search_runs([experiment(c)], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    runs = c.search_runs([experiment(c)], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    # A trial started just before the kill can be missing from the state Tune restores; Tune then runs its point
+    # again as another trial, and its first run is ended as lost (tests/tuning/test_trial_records.py).
+    lost = [r for r in runs if r.data.tags.get("structvpr.trial_status") == "lost"]
+    assert all(r.info.status == "KILLED" for r in lost) and len(lost) <= 1
+    children = [r for r in runs if r not in lost]
     assert len(children) == 4
     status = {r.info.run_id: r.data.tags.get("structvpr.trial_status") for r in children}
     # Every trial ended (a stopped trial's workers freed: on 2 CPUs a leaked placement group starves the next trial)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 from structvpr.config import dump_yaml
 from structvpr.datasets.shards.manifest import Manifest
+from structvpr.files import write_text_atomic
 from structvpr.platform.evaluation.evaluate import evaluate_branch, write_eval_artifacts
 from structvpr.platform.recipe import Recipe
 from structvpr.platform.store.checkpoint import branch_from_state, load_state
 from structvpr.platform.store.logged_model import log_model
-from structvpr.platform.store.tracking import finish_run, log_metrics
+from structvpr.platform.store.tracking import log_metrics
 
 
 def best_checkpoint_path(result) -> str:
@@ -25,7 +27,13 @@ def best_checkpoint_path(result) -> str:
     return result.checkpoint.path
 
 
-def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manifest: Manifest, progress: bool = True) -> dict:
+def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manifest: Manifest, progress: bool = True,
+                 done: Path | None = None) -> dict:
+    """Evaluate, log and register the best checkpoint; the summary, written to `done` if given, is returned.
+
+    `done` is written while the MLflow run is still RUNNING, and the run ends FINISHED only after: a driver killed
+    in between leaves a job that reads as finished (its summary) or a run that a rerun resumes (not FINISHED),
+    never a FINISHED run without a summary, which a rerun would train and log again as a second run of its name."""
     import mlflow
 
     ckpt = best_checkpoint_path(result)
@@ -37,14 +45,15 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
     metrics = {f"best_{recipe.eval.split}_{k}": v for k, v in report.to_metrics().items()}
     log_metrics(uri, run_id, metrics, step=state["epoch"])
     mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id):  # leaving the block ends the run FINISHED
         log_artifacts(recipe, report, len(queries.keys), last_history(result, state))
         version = log_model(model, manifest.image_size, state.get("trained_on", {}),
                             recipe.kind if recipe.tracking.register else None)
         mlflow.set_tags({"structvpr.eval_manifest": evaluated.hash, "structvpr.checkpoint": ckpt})
-    finish_run(uri, run_id)
-    summary = {"run_name": name, "mlflow_run_id": run_id, "checkpoint": ckpt, "epochs": state["epoch"],
-               "metrics": metrics, "recall": report.recall, "registered_model": version}
+        summary = {"run_name": name, "mlflow_run_id": run_id, "checkpoint": ckpt, "epochs": state["epoch"],
+                   "metrics": metrics, "recall": report.recall, "registered_model": version}
+        if done is not None:
+            write_text_atomic(done, json.dumps(summary, indent=1))
     print(f"best {recipe.eval.split} recall: " + " ".join(f"R@{n}={v:.1f}" for n, v in report.recall.items()))
     return summary
 

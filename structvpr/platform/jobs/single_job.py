@@ -14,12 +14,11 @@ from pathlib import Path
 
 from structvpr.config import flatten, load_config
 from structvpr.datasets.records import DatasetError
-from structvpr.files import write_text_atomic
 from structvpr.datasets.shards.manifest import Manifest
 from structvpr.platform.jobs.job_kind import job_kind
 from structvpr.platform.recipe import Recipe, name_settings
 from structvpr.platform.store.references import check_fits_shards, load_branch
-from structvpr.platform.store.tracking import resolve_tracking_uri, start_or_resume_run
+from structvpr.platform.store.tracking import finish_if_left_running, resolve_tracking_uri, start_or_resume_run
 
 DONE_FILE = "structvpr_done.json"
 
@@ -115,7 +114,9 @@ def train_job(recipe: Recipe, manifest: Manifest, progress: bool = True, worker_
     done = done_file(recipe)
     if done.is_file():
         print(f"run {name} already finished; its summary is in {done} (set run.name=... to train again)")
-        return json.loads(done.read_text())
+        summary = json.loads(done.read_text())
+        finish_if_left_running(resolve_tracking_uri(recipe.tracking.uri), summary["mlflow_run_id"])
+        return summary
     from structvpr.platform.jobs.resources import check_cluster_fits
     from structvpr.runtime import ensure_ray
 
@@ -131,6 +132,4 @@ def train_job(recipe: Recipe, manifest: Manifest, progress: bool = True, worker_
     result = fit(recipe, name, run_id, uri, progress, worker_inputs or {})
     from structvpr.platform.jobs.finalize import finalize_run
 
-    summary = finalize_run(recipe, name, run_id, uri, result, manifest, progress)
-    write_text_atomic(done, json.dumps(summary, indent=1))
-    return summary
+    return finalize_run(recipe, name, run_id, uri, result, manifest, progress, done=done)

@@ -70,3 +70,14 @@ def log_metrics(uri: str, run_id: str, metrics: dict, step: int) -> None:
 
 def finish_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     client(uri).set_terminated(run_id, status=status)
+
+
+def finish_if_left_running(uri: str, run_id: str) -> None:
+    """A job whose summary was written but whose driver died before it ended the run: end it now. A store that
+    cannot be reached only costs the status (the summary is what counts), so it is reported, not raised."""
+    try:
+        c = client(uri)
+        if c.get_run(run_id).info.status == "RUNNING":
+            c.set_terminated(run_id, status="FINISHED")
+    except Exception as exc:  # MLflow raises many kinds for an unreachable or changed store
+        print(f"could not check MLflow run {run_id} at {uri}: {str(exc).splitlines()[0] if str(exc) else exc}")
