@@ -97,6 +97,24 @@ def test_a_jobs_summary_is_written_before_its_mlflow_run_ends(teacher, shards, w
     assert client(uri).get_run(teacher["mlflow_run_id"]).info.status == "FINISHED"
 
 
+def test_finalizing_a_run_again_registers_no_second_version(teacher, shards, workdir, monkeypatch):
+    """A job resumed after a kill during its finalization, or a sweep command run again, finalizes the same run
+    twice: the model is registered once."""
+    from types import SimpleNamespace
+
+    from structvpr.platform.jobs.finalize import finalize_run
+    from structvpr.platform.store.tracking import start_or_resume_run
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    recipe = load_recipe("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir))
+    run_id = start_or_resume_run(uri, "finalize-twice", "finalize-twice", {}, {})
+    result = SimpleNamespace(best_checkpoints=[], checkpoint=SimpleNamespace(path=teacher["checkpoint"]))
+    first, again = (finalize_run(recipe, "finalize-twice", run_id, uri, result, Manifest.load(shards), False)
+                    for _ in range(2))
+    assert first["registered_model"] == again["registered_model"] is not None
+    assert len(client(uri).search_model_versions(f"name='structvpr-teacher' and run_id='{run_id}'")) == 1
+
+
 @pytest.fixture(scope="module")
 def ranked_teacher(teacher, shards, workdir):
     """The same teacher recipe with folds=2: the full teacher is reused, two fold teachers rank its views. As a

@@ -12,7 +12,7 @@ from structvpr.files import write_text_atomic
 from structvpr.platform.evaluation.evaluate import evaluate_branch, write_eval_artifacts
 from structvpr.platform.recipe import Recipe
 from structvpr.platform.store.checkpoint import branch_from_state, load_state
-from structvpr.platform.store.logged_model import log_model
+from structvpr.platform.store.logged_model import log_model, registered_version_of_run
 from structvpr.platform.store.tracking import log_metrics
 
 
@@ -47,8 +47,7 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):  # leaving the block ends the run FINISHED
         log_artifacts(recipe, report, len(queries.keys), last_history(result, state))
-        version = log_model(model, manifest.image_size, state.get("trained_on", {}),
-                            recipe.kind if recipe.tracking.register else None)
+        version = _log_model_once(recipe, run_id, model, manifest, state)
         mlflow.set_tags({"structvpr.eval_manifest": evaluated.hash, "structvpr.checkpoint": ckpt})
         summary = {"run_name": name, "mlflow_run_id": run_id, "checkpoint": ckpt, "epochs": state["epoch"],
                    "metrics": metrics, "recall": report.recall, "registered_model": version}
@@ -56,6 +55,18 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
             write_text_atomic(done, json.dumps(summary, indent=1))
     print(f"best {recipe.eval.split} recall: " + " ".join(f"R@{n}={v:.1f}" for n, v in report.recall.items()))
     return summary
+
+
+def _log_model_once(recipe: Recipe, run_id: str, model, manifest: Manifest, state: dict):
+    """Log and register the model, unless this run registered one already: a job resumed after a kill during its
+    finalization, or a sweep command run again, finalizes the same run a second time."""
+    if recipe.tracking.register:
+        registered = registered_version_of_run(recipe.kind, run_id)
+        if registered is not None:
+            print(f"MLflow run {run_id} already registered its model as version {registered}; not logged again")
+            return registered
+    return log_model(model, manifest.image_size, state.get("trained_on", {}),
+                     recipe.kind if recipe.tracking.register else None)
 
 
 def eval_manifest(recipe: Recipe, train_manifest: Manifest) -> Manifest:

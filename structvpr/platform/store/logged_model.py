@@ -41,6 +41,14 @@ def log_model(model: nn.Module, image_size: tuple[int, int], trained_on: dict, r
     return getattr(info, "registered_model_version", None)
 
 
+def registered_version_of_run(kind: str, run_id: str) -> int | None:
+    """The newest version of the kind's registered model made from this run (at the active tracking URI), if any."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient().search_model_versions(f"name='{REGISTERED_NAMES[kind]}' and run_id='{run_id}'")
+    return max((int(v.version) for v in found), default=None)
+
+
 def served_signature():
     """JPEG bytes in a binary `image` column (base64 in JSON), and top_k; one row of results per image."""
     from mlflow.models import ModelSignature
