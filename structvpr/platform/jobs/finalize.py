@@ -50,7 +50,8 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
         version = _log_model_once(recipe, run_id, model, manifest, state)
         mlflow.set_tags({"structvpr.eval_manifest": evaluated.hash, "structvpr.checkpoint": ckpt})
         summary = {"run_name": name, "mlflow_run_id": run_id, "checkpoint": ckpt, "epochs": state["epoch"],
-                   "metrics": metrics, "recall": report.recall, "registered_model": version}
+                   "metrics": metrics, "recall": {str(n): r for n, r in report.recall.items()},  # as JSON reads back
+                   "registered_model": version}
         if done is not None:
             write_text_atomic(done, json.dumps(summary, indent=1))
     print(f"best {recipe.eval.split} recall: " + " ".join(f"R@{n}={v:.1f}" for n, v in report.recall.items()))
