@@ -8,8 +8,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,8 @@ import structvpr
 from structvpr.deploy.local_cluster import LocalCluster, ray_auth_token
 from structvpr.deploy.mlflow_server import MlflowServer
 from structvpr.deploy.processes import _group_alive, venv_env
+
+from http_status import http_status
 
 REPO = Path(structvpr.__file__).resolve().parents[1]
 TINY = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4", "data.views_per_place=2",
@@ -96,17 +96,6 @@ def test_a_head_refuses_clients_without_rays_token(services):
     done = subprocess.run([ray, "status", f"--address={cluster.address}"], env=venv_env(), capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "2.0 CPU" in done.stdout, done.stdout
-
-
-def http_status(url: str, authorization: str | None) -> int:
-    request = urllib.request.Request(url)
-    if authorization:
-        request.add_header("Authorization", authorization)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def test_the_cluster_stops_without_leftovers(services):

@@ -9,27 +9,22 @@ import socket
 import stat
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
 
 from structvpr.deploy.mlflow_server import MlflowServer
 from structvpr.deploy.registry.records import Evaluation
 
+from http_status import http_status
+
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 
 
 def get(url: str, credentials: dict | None = None) -> int:
-    request = urllib.request.Request(url)
-    if credentials:
-        token = f"{credentials['MLFLOW_TRACKING_USERNAME']}:{credentials['MLFLOW_TRACKING_PASSWORD']}"
-        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    if not credentials:
+        return http_status(url)
+    token = f"{credentials['MLFLOW_TRACKING_USERNAME']}:{credentials['MLFLOW_TRACKING_PASSWORD']}"
+    return http_status(url, "Basic " + base64.b64encode(token.encode()).decode())
 
 
 def test_a_server_that_cannot_start_is_reported_at_once_with_its_log(tmp_path):

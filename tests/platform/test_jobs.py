@@ -14,12 +14,12 @@ import pytest
 
 from structvpr.config import ConfigError
 from structvpr.datasets.records import DatasetError
+from structvpr.datasets.shards.manifest import Manifest
 from structvpr.datasets.shards.build import BuildOptions, build_shards
 from structvpr.platform.jobs.launcher import load_recipe, run_training
 from structvpr.platform.jobs.single_job import DONE_FILE
 from structvpr.platform.store.references import ModelSourceError
 from structvpr.platform.store.checkpoint import load_state
-from structvpr.datasets.shards.manifest import Manifest
 from structvpr.platform.store.tracking import client
 
 TINY = ["model.backbone=test_resnet", "model.dim=32", "data.places_per_batch=4", "data.views_per_place=2",
@@ -66,12 +66,17 @@ def test_same_recipe_again_does_not_train_twice(teacher, shards, workdir):
     assert again == teacher
 
 
+def finished_training(checkpoint: str):
+    """What finalize_run reads of a Ray Train result: a last checkpoint and no scored ones."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(best_checkpoints=[], checkpoint=SimpleNamespace(path=checkpoint))
+
+
 def test_a_jobs_summary_is_written_before_its_mlflow_run_ends(teacher, shards, workdir, tmp_path, monkeypatch):
     """A driver killed after the run ended FINISHED but before the summary was written left a job that a rerun
     trained and logged again, as a second MLflow run of its name (seen in the kill test below). The summary now
     comes first, while the run is RUNNING (a rerun resumes it); a summary whose run was left RUNNING is ended."""
-    from types import SimpleNamespace
-
     from structvpr.platform.jobs import finalize
     from structvpr.platform.store.tracking import start_or_resume_run
 
@@ -86,9 +91,9 @@ def test_a_jobs_summary_is_written_before_its_mlflow_run_ends(teacher, shards, w
         real_write(path, text)
 
     monkeypatch.setattr(finalize, "write_text_atomic", write)
-    result = SimpleNamespace(best_checkpoints=[], checkpoint=SimpleNamespace(path=teacher["checkpoint"]))
     done = tmp_path / "structvpr_done.json"
-    summary = finalize.finalize_run(recipe, "finalize-order", run_id, uri, result, Manifest.load(shards), False, done)
+    summary = finalize.finalize_run(recipe, "finalize-order", run_id, uri, finished_training(teacher["checkpoint"]),
+                                    Manifest.load(shards), False, done)
     assert status_when_written == ["RUNNING"] and json.loads(done.read_text()) == summary
     assert client(uri).get_run(run_id).info.status == "FINISHED"
 
@@ -98,18 +103,16 @@ def test_a_jobs_summary_is_written_before_its_mlflow_run_ends(teacher, shards, w
     assert client(uri).get_run(teacher["mlflow_run_id"]).info.status == "FINISHED"
 
 
-def test_finalizing_a_run_again_registers_no_second_version(teacher, shards, workdir, monkeypatch):
+def test_finalizing_a_run_again_registers_no_second_version(teacher, shards, workdir):
     """A job resumed after a kill during its finalization, or a sweep command run again, finalizes the same run
     twice: the model is registered once."""
-    from types import SimpleNamespace
-
     from structvpr.platform.jobs.finalize import finalize_run
     from structvpr.platform.store.tracking import start_or_resume_run
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     recipe = load_recipe("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir))
     run_id = start_or_resume_run(uri, "finalize-twice", "finalize-twice", {}, {})
-    result = SimpleNamespace(best_checkpoints=[], checkpoint=SimpleNamespace(path=teacher["checkpoint"]))
+    result = finished_training(teacher["checkpoint"])
     first, again = (finalize_run(recipe, "finalize-twice", run_id, uri, result, Manifest.load(shards), False)
                     for _ in range(2))
     assert first["registered_model"] == again["registered_model"] is not None
@@ -145,7 +148,6 @@ def kill_once_a_fold_finishes(args: list[str], storage, timeout: float = 600) ->
 
 
 def test_folds_write_a_ranks_table_beside_the_full_teacher(teacher, ranked_teacher, shards, workdir):
-    from structvpr.datasets.shards.manifest import Manifest
     from structvpr.platform.ranking.folds import training_views
     from structvpr.platform.ranking.table import MANIFEST_TAG, RanksTable
 
@@ -267,7 +269,6 @@ def test_train_seed_fixes_the_initial_weights(shards, workdir):
     only the batches: the same sweep trial config, seed 0, trained to val R@1 35.4 in one sweep and 22.9 in another.)"""
     import torch
 
-    from structvpr.datasets.shards.manifest import Manifest
     from structvpr.platform.jobs import train_loop
     from structvpr.platform.jobs.job_kind import job_kind
 
@@ -293,7 +294,6 @@ def test_a_training_epoch_under_bf16_autocast(shards, workdir):
 
     import torch
 
-    from structvpr.datasets.shards.manifest import Manifest
     from structvpr.platform.jobs import train_loop
     from structvpr.platform.jobs.data import training_loader
     from structvpr.platform.jobs.job_kind import job_kind
