@@ -78,7 +78,7 @@ def run_sweep(config: str | None, overrides: list[str], register_best: bool = Fa
     context = SweepContext(asdict(sweep.recipe), sweep.name, uri, parent, inputs)
     results = build_tuner(sweep, context, [progress_callback(sweep, progress)]).fit()
     rows = mark_child_runs(trial_rows(results, sweep), sweep, uri, parent)
-    log_report(results, sweep, context, rows)
+    log_report(sweep, context, rows)
     finish_run(uri, parent)  # the sweep's record is complete before a registration that might fail
     version = register(sweep, context, rows[0]) if register_best and rows and rows[0]["status"] != "error" else None
     print_summary(sweep, rows, version)

@@ -17,6 +17,7 @@ from structvpr.tuning.sweep import Sweep
 from structvpr.tuning.trial import SweepContext, trial_recipe, trial_run_name
 
 STATUS_TAG = "structvpr.trial_status"
+HISTORY = "history"  # a row's (epoch, metric) pairs: drawn in curves.png, left out of trials.csv
 RUN_STATUS = {"finished": "FINISHED", "stopped": "KILLED", "error": "FAILED"}
 
 
@@ -35,7 +36,8 @@ def _row(result, sweep: Sweep) -> dict:
     epochs = int(max((e for e, _ in history), default=0))
     trial_id = result.metrics.get("trial_id") or Path(result.path).name
     return {"trial_id": trial_id, **_progress(history, sweep, failed=bool(result.error)),
-            **{k: result.config.get(k) for k in sweep.space}, "run_name": trial_run_name(sweep.name, trial_id)}
+            **{k: result.config.get(k) for k in sweep.space}, "run_name": trial_run_name(sweep.name, trial_id),
+            HISTORY: history}
 
 
 def _progress(history: list[tuple[float, float]], sweep: Sweep, failed: bool) -> dict:
@@ -56,20 +58,21 @@ def _history(result, metric: str) -> list[tuple[float, float]]:
 
 def write_table(rows: list[dict], path: Path) -> Path:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial_id"])
+        fields = [k for k in rows[0] if k != HISTORY] if rows else ["trial_id"]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return path
 
 
-def plot_curves(results, sweep: Sweep, path: Path) -> Path:
+def plot_curves(rows: list[dict], sweep: Sweep, path: Path) -> Path:
+    """The metric by epoch of every trial, from the rows' histories (completed from MLflow by mark_child_runs)."""
     from structvpr.platform.evaluation.plots import _save, plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for result in results:
-        history = _history(result, sweep.tune.metric)
-        if history:
-            ax.plot(*zip(*history), marker="o", ms=3, lw=1, alpha=0.8)
+    for row in rows:
+        if row[HISTORY]:
+            ax.plot(*zip(*row[HISTORY]), marker="o", ms=3, lw=1, alpha=0.8)
     ax.set(xlabel="epoch", ylabel=sweep.tune.metric, title=f"{sweep.name}: every trial (stopped trials end early)")
     return _save(fig, path)
 
@@ -131,7 +134,8 @@ def mark_child_runs(rows: list[dict], sweep: Sweep, uri: str, parent_run_id: str
             continue
         logged = [(float(m.step), m.value) for m in c.get_metric_history(run.info.run_id, sweep.tune.metric)]
         if logged and max(e for e, _ in logged) > row["epochs"]:
-            row.update(_progress(sorted(dict(logged).items()), sweep, failed=row["status"] == "error"))
+            history = sorted(dict(logged).items())  # an epoch logged twice (rerun after a kill) counts once
+            row.update(_progress(history, sweep, failed=row["status"] == "error"), **{HISTORY: history})
         c.set_tag(run.info.run_id, STATUS_TAG, row["status"])
         c.set_terminated(run.info.run_id, status=RUN_STATUS[row["status"]])
         row["mlflow_run_id"] = run.info.run_id
@@ -143,13 +147,13 @@ def mark_child_runs(rows: list[dict], sweep: Sweep, uri: str, parent_run_id: str
     return _best_first(rows, sweep)
 
 
-def log_report(results, sweep: Sweep, context: SweepContext, rows: list[dict]) -> None:
+def log_report(sweep: Sweep, context: SweepContext, rows: list[dict]) -> None:
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_table(rows, folder / "trials.csv")
-        plot_curves(results, sweep, folder / "curves.png")
+        plot_curves(rows, sweep, folder / "curves.png")
         plot_parallel(rows, sweep, folder / "parallel_coordinates.png")
         if rows and not math.isnan(rows[0]["best"]):
             best_recipe_yaml(sweep, context, rows[0], folder / "best_recipe.yaml")
