@@ -33,7 +33,6 @@ def _best_first(rows: list[dict], sweep: Sweep) -> list[dict]:
 
 def _row(result, sweep: Sweep) -> dict:
     history = _history(result, sweep.tune.metric)
-    epochs = int(max((e for e, _ in history), default=0))
     trial_id = result.metrics.get("trial_id") or Path(result.path).name
     return {"trial_id": trial_id, **_progress(history, sweep, failed=bool(result.error)),
             **{k: result.config.get(k) for k in sweep.space}, "run_name": trial_run_name(sweep.name, trial_id),
