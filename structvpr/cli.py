@@ -85,9 +85,13 @@ def cmd_eval(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from structvpr.tuning.command import run_sweep
+    from structvpr.tuning.command import SweepInterrupted, run_sweep
 
-    summary = run_sweep(args.config, args.overrides, register_best=args.register_best, progress=not args.quiet)
+    try:
+        summary = run_sweep(args.config, args.overrides, register_best=args.register_best, progress=not args.quiet)
+    except SweepInterrupted as interrupted:  # Ctrl-C: saved for a resume, not an error of the user's input
+        print(f"structvpr: {interrupted}", file=sys.stderr)
+        return 130  # the shell's status for a command ended by SIGINT
     return 0 if any(row["status"] != "error" for row in summary["trials"]) else 1
 
 

@@ -77,12 +77,42 @@ def run_sweep(config: str | None, overrides: list[str], register_best: bool = Fa
           f"at {uri}; Tune experiment {sweep.path}", flush=True)
     context = SweepContext(asdict(sweep.recipe), sweep.name, uri, parent, inputs)
     results = build_tuner(sweep, context, [progress_callback(sweep, progress)]).fit()
+    stop_if_interrupted(sweep, uri, parent)
     rows = mark_child_runs(trial_rows(results, sweep), sweep, uri, parent)
     log_report(sweep, context, rows)
     finish_run(uri, parent)  # the sweep's record is complete before a registration that might fail
     version = register(sweep, context, rows[0]) if register_best and rows and rows[0]["status"] != "error" else None
     print_summary(sweep, rows, version)
     return {"sweep": sweep.name, "parent_run_id": parent, "trials": rows, "registered_model": version}
+
+
+class SweepInterrupted(Exception):
+    """Tune ended the run before every trial had ended (Ctrl-C): the sweep is saved, not finished."""
+
+
+def stop_if_interrupted(sweep: Sweep, uri: str, parent: str) -> None:
+    """Tune answers Ctrl-C by saving the sweep, stopping its trials and returning from fit() as if it had ended;
+    reporting and registering then would publish an unfinished sweep's best trial as its result (and the demo
+    would keep the stage as done). fit()'s results cannot tell: the trials it stopped read TERMINATED there. Its
+    last save, made before it stopped them, still has them running."""
+    from structvpr.platform.store.tracking import finish_run
+
+    ended = ended_trials_as_saved(sweep)
+    if ended >= sweep.tune.num_samples:
+        return
+    finish_run(uri, parent, status="KILLED")  # still resumable: a run that is not FINISHED is reused
+    raise SweepInterrupted(
+        f"sweep {sweep.name} was interrupted with {ended} of {sweep.tune.num_samples} trials ended: nothing was "
+        f"reported or registered, and its MLflow parent run {parent} is marked KILLED. Run the same command again "
+        f"to resume it (Tune restores {sweep.path}; finished trials are not run again).")
+
+
+def ended_trials_as_saved(sweep: Sweep) -> int:
+    """Trials finished, stopped by the scheduler or failed, in the sweep's state as Tune last saved it."""
+    from ray.tune import ExperimentAnalysis
+    from ray.tune.experiment import Trial
+
+    return sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in ExperimentAnalysis(str(sweep.path)).trials)
 
 
 def print_summary(sweep: Sweep, rows: list[dict], version) -> None:

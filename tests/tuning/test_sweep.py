@@ -1,5 +1,6 @@
 """`structvpr tune` end to end on the tiny city, as a user runs it: ASHA, MLflow parent and child runs, the
-report, --register-best, and a SIGKILLed driver resumed by the same command without training a finished trial again.
+report, --register-best, a SIGKILLed driver resumed by the same command without training a finished trial again,
+and a Ctrl-C that ends the command without reporting or registering an unfinished sweep.
 
 The sweep runs as `python -m structvpr` processes, each on a Ray instance of its own: a sweep in the long-lived
 test Ray of the whole session once hung there, and a user's sweep starts fresh too."""
@@ -102,6 +103,59 @@ def test_asha_sweep_survives_a_killed_driver_and_reports_to_mlflow(tiny_shards, 
     registered = [v for v in c.search_model_versions("name='structvpr-student'")
                   if v.tags.get("structvpr.sweep") and v.run_id in status]
     assert len(registered) == 1, "--register-best registers the best trial once"
+
+
+def test_a_sweep_interrupted_by_ctrl_c_says_so_and_reports_and_registers_nothing(tiny_shards, workdir, teacher):
+    """Tune answers SIGINT by saving the sweep and returning as if it had ended; the command must not then report
+    the unfinished sweep's best trial as its result, nor register it."""
+    cmd, env = structvpr("tune", "--config", "configs/tiny/tune.yaml", *common(tiny_shards, workdir),
+                         f"teacher={teacher}", "kd.ranks=in_fold", "tune.num_samples=1", "tune.scheduler.name=none",
+                         "train.epochs=20", "tracking.experiment=interrupted", "--register-best")  # 20: still running
+    logs = {name: (workdir / f"interrupted.{name}").open("w+") for name in ("out", "err")}  # files: a pipe can fill
+    sweep = subprocess.Popen(cmd, env=env, stdout=logs["out"], stderr=logs["err"], text=True, start_new_session=True)
+    c = client(f"sqlite:///{workdir / 'mlflow.db'}")
+    try:
+        wait_for_trial_run(c, "interrupted", sweep)
+        sweep.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
+        sweep.wait(timeout=180)
+    finally:
+        stop_group(sweep)
+        for log in logs.values():
+            log.close()
+    out, err = ((workdir / f"interrupted.{name}").read_text() for name in ("out", "err"))
+    assert sweep.returncode == 130, out[-3000:] + err[-3000:]
+    # fit()'s results call the trial Tune stopped TERMINATED, as if it had ended: the only trial, here
+    assert "interrupted with 0 of 1 trials ended" in err and "Run the same command again" in err, err[-3000:]
+    assert "best trial" not in out and "registered as" not in out, out[-3000:]
+    parent, = [r for r in c.search_runs([c.get_experiment_by_name("interrupted").experiment_id])
+               if r.data.tags.get("structvpr.kind") == "sweep"]
+    assert parent.info.status == "KILLED" and not c.list_artifacts(parent.info.run_id), "no report of an unfinished sweep"
+    assert not [v for v in c.search_model_versions("name='structvpr-student'")
+                if v.tags.get("structvpr.sweep") == parent.data.tags.get("mlflow.runName")]
+
+
+def stop_group(process) -> None:
+    """Whatever the test's own sweep process group left (its Ray), stopped by that group's id."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=60)
+
+
+def wait_for_trial_run(c, experiment_name: str, process, timeout: float = 300) -> None:
+    """Returns once a trial of the sweep has started (its child run exists)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the sweep ended with {process.returncode} before a trial started"
+        try:
+            exp = c.get_experiment_by_name(experiment_name)
+            if exp and any("mlflow.parentRunId" in r.data.tags for r in c.search_runs([exp.experiment_id])):
+                return
+        except Exception:  # the store is not created yet
+            pass
+        time.sleep(1)
+    raise AssertionError("no trial started in time")
 
 
 def experiment(c):
