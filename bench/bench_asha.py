@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_asha.py            # 12 trials each at the CPU scale (hours: run it alone)
     .venv/bin/python bench/bench_asha.py --trials 6
+    .venv/bin/python bench/bench_asha.py --batches-per-epoch 5 --teacher-batches-per-epoch 10  # a smaller budget
     .venv/bin/python bench/bench_asha.py --quick    # tiny city, 3 trials of 2 epochs: checks the script runs
 
 Both sweeps are `structvpr tune` (run_sweep) of configs/cpu/tune.yaml with the same searcher and seed, on
@@ -34,25 +35,48 @@ def parse_args(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--quick", action="store_true", help="tiny city, 3 trials of 2 epochs (a smoke run)")
     p.add_argument("--trials", type=int, help="trials per sweep (default 12; 3 with --quick)")
-    p.add_argument("--out", help="JSON results (default bench/results/asha.json)")
-    p.add_argument("--plot", help="chart (default docs/asha.png; 'none': no chart, the default with --quick)")
+    p.add_argument("--batches-per-epoch", type=int,
+                   help="a smaller training budget for the trials and the baselines (the recipes' 40 by default); "
+                        "results and chart then carry -b<N> in their names")
+    p.add_argument("--teacher-batches-per-epoch", type=int,
+                   help="the teacher's and its fold teachers' budget (default: --batches-per-epoch's); name suffix -t<N>")
+    p.add_argument("--out", help="JSON results (default bench/results/asha[-b<N>].json)")
+    p.add_argument("--plot", help="chart (default docs/asha[-b<N>].png; 'none': no chart, the default with --quick)")
     args = p.parse_args(argv)
     args.trials = args.trials or (3 if args.quick else 12)
     if args.trials < 2:
         p.error("--trials must be 2 or more: ASHA stops trials by comparing them")
+    for name in ("batches_per_epoch", "teacher_batches_per_epoch"):
+        if getattr(args, name) is not None and (args.quick or getattr(args, name) < 1):
+            p.error(f"--{name.replace('_', '-')} must be 1 or more, and not with --quick (which sets its own budget)")
+    if args.teacher_batches_per_epoch is None:
+        args.teacher_batches_per_epoch = args.batches_per_epoch
     return args
 
 
-def shared_setup(quick: bool) -> tuple[Path, Path, str]:
-    """The ablation's shards, run folder and teacher (with its ranks table), built there once."""
-    setup = ablation.parse_args(["--seg-model", "gt" if quick else "predicted", *(["--quick"] if quick else [])])
+def budget_overrides(args, teacher: bool = False) -> list[str]:
+    """The training budget of the trials and baselines (or of the teacher): the quick smoke run's, a smaller
+    one, or the recipes'."""
+    if args.quick:
+        return ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"]
+    batches = args.teacher_batches_per_epoch if teacher else args.batches_per_epoch
+    return [f"data.batches_per_epoch={batches}"] if batches else []
+
+
+def budget_suffix(args) -> str:
+    if args.quick:
+        return "-quick"
+    suffix = f"-b{args.batches_per_epoch}" if args.batches_per_epoch else ""
+    return suffix + (f"-t{args.teacher_batches_per_epoch}" if args.teacher_batches_per_epoch != args.batches_per_epoch else "")
+
+
+def shared_setup(args) -> tuple[Path, Path, str]:
+    """The ablation's shards, run folder and teacher (with its ranks table), built there once; a teacher of
+    another budget is another run (the run name hashes the recipe), so it never replaces the ablation's."""
+    setup = ablation.parse_args(["--seg-model", "gt" if args.quick else "predicted", *(["--quick"] if args.quick else [])])
     shards, folder = ablation.prepare(setup)
-    teacher = ablation.train("teacher", shards, folder, [*quick_overrides(quick), f"folds={setup.folds}"])
+    teacher = ablation.train("teacher", shards, folder, [*budget_overrides(args, teacher=True), f"folds={setup.folds}"])
     return shards, folder, teacher["checkpoint"]
-
-
-def quick_overrides(quick: bool) -> list[str]:
-    return ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"] if quick else []
 
 
 def run_one_sweep(scheduler: str, args, shards: Path, folder: Path, teacher: str) -> dict:
@@ -62,7 +86,7 @@ def run_one_sweep(scheduler: str, args, shards: Path, folder: Path, teacher: str
     overrides = [f"teacher={teacher}", f"data.shards={shards}", f"run.storage_path={folder / 'runs'}",
                  f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", f"tracking.experiment=bench-asha-{scheduler}",
                  f"tune.num_samples={args.trials}", f"tune.scheduler.name={scheduler}", *grace,
-                 *quick_overrides(args.quick)]
+                 *budget_overrides(args)]
     started = time.perf_counter()
     result = run_sweep(str(REPO / "configs/cpu/tune.yaml"), overrides, register_best=True)
     wall = time.perf_counter() - started
@@ -81,12 +105,12 @@ def best_trial_on_test(version, shards: Path, folder: Path) -> dict | None:
     return ablation.test_recall(f"models:/structvpr-student/{version}", shards)
 
 
-def baselines(shards: Path, folder: Path, teacher: str, quick: bool) -> dict:
+def baselines(shards: Path, folder: Path, teacher: str, budget: list[str]) -> dict:
     """Test recall of the default weighting (out-of-fold ranks) and plain KD, seed 0: the ablation's runs,
     trained here if the ablation has not (a finished run is read back, not retrained)."""
     found = {}
     for mode in ("weighted-oof", "plain"):
-        extra = [*quick_overrides(quick), *ablation.MODES[mode], "train.seed=0", f"teacher={teacher}"]
+        extra = [*budget, *ablation.MODES[mode], "train.seed=0", f"teacher={teacher}"]
         student = ablation.train("student", shards, folder, extra)
         found[mode] = ablation.test_recall(student["checkpoint"], shards)
         found[mode]["val_r1"] = student["metrics"]["best_val_recall_at_1"]
@@ -96,20 +120,22 @@ def baselines(shards: Path, folder: Path, teacher: str, quick: bool) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     print(common.machine_line())
-    shards, folder, teacher = shared_setup(args.quick)
-    out = Path(args.out or REPO / f"bench/results/asha{'-quick' if args.quick else ''}.json")
-    results = {"setup": {"shards": shards.name, "trials": args.trials, "quick": args.quick}, "sweeps": {}}
+    shards, folder, teacher = shared_setup(args)
+    out = Path(args.out or REPO / f"bench/results/asha{budget_suffix(args)}.json")
+    results = {"setup": {"shards": shards.name, "trials": args.trials, "quick": args.quick,
+                         "budget_overrides": budget_overrides(args),
+                         "teacher_budget_overrides": budget_overrides(args, teacher=True)}, "sweeps": {}}
     for scheduler in SCHEDULERS:
         sweep = run_one_sweep(scheduler, args, shards, folder, teacher)
         sweep["best_trial_test"] = best_trial_on_test(sweep["registered_version"], shards, folder)
         results["sweeps"][scheduler] = sweep
         out.write_text(json.dumps(results, indent=1, default=str))  # an interrupted benchmark keeps what finished
-    results["baselines"] = baselines(shards, folder, teacher, args.quick)
+    results["baselines"] = baselines(shards, folder, teacher, budget_overrides(args))
     results["comparison"] = compare(results["sweeps"])
     out.write_text(json.dumps(results, indent=1, default=str))
     print_results(results)
     if args.plot != "none" and (not args.quick or args.plot):
-        plot(results["sweeps"], Path(args.plot or REPO / "docs/asha.png"))
+        plot(results["sweeps"], Path(args.plot or REPO / f"docs/asha{budget_suffix(args)}.png"))
     print(f"results: {out}")
     return results
 
