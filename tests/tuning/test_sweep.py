@@ -115,7 +115,7 @@ def test_a_sweep_interrupted_by_ctrl_c_says_so_and_reports_and_registers_nothing
     sweep = subprocess.Popen(cmd, env=env, stdout=logs["out"], stderr=logs["err"], text=True, start_new_session=True)
     c = client(f"sqlite:///{workdir / 'mlflow.db'}")
     try:
-        wait_for_trial_run(c, "interrupted", sweep)
+        wait_for_trial_runs(c, "interrupted", sweep, bool, "no trial started in time")
         sweep.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
         sweep.wait(timeout=180)
     finally:
@@ -143,36 +143,31 @@ def stop_group(process) -> None:
     process.wait(timeout=60)
 
 
-def wait_for_trial_run(c, experiment_name: str, process, timeout: float = 300) -> None:
-    """Returns once a trial of the sweep has started (its child run exists)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the sweep ended with {process.returncode} before a trial started"
-        try:
-            exp = c.get_experiment_by_name(experiment_name)
-            if exp and any("mlflow.parentRunId" in r.data.tags for r in c.search_runs([exp.experiment_id])):
-                return
-        except Exception:  # the store is not created yet
-            pass
-        time.sleep(1)
-    raise AssertionError("no trial started in time")
-
-
 def experiment(c):
     return c.get_experiment_by_name("structvpr-tiny-tune").experiment_id
 
 
-def wait_for_finished_trial(c, process, timeout: float = 600) -> list[str]:
+def wait_for_finished_trial(c, process) -> list[str]:
     """Run ids of the trials that reported their last epoch, as soon as there is one (and another has started)."""
+    def finished(runs):
+        done = [r.info.run_id for r in runs if r.data.metrics.get("epoch") == EPOCHS]
+        return done if done and len(runs) > len(done) else None
+    return wait_for_trial_runs(c, "structvpr-tiny-tune", process, finished, "no trial finished in time")
+
+
+def wait_for_trial_runs(c, experiment_name: str, process, ready, failure: str, timeout: float = 600):
+    """Polls the sweep's child runs (its trials) until `ready(runs)` gives something, and returns that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert process.poll() is None, (process.stdout.read()[-3000:] if process.stdout  # a pipe: its output
+                                        else f"the sweep ended with {process.returncode} too early")
         try:
-            runs = [r for r in c.search_runs([experiment(c)]) if "mlflow.parentRunId" in r.data.tags]
+            exp = c.get_experiment_by_name(experiment_name)
+            runs = [r for r in c.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags] if exp else []
         except Exception:  # the store is not created yet
             runs = []
-        done = [r.info.run_id for r in runs if r.data.metrics.get("epoch") == EPOCHS]
-        if done and len(runs) > len(done):
-            return done
-        time.sleep(2)
-    raise AssertionError("no trial finished in time")
+        found = ready(runs)
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(failure)
