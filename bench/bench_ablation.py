@@ -5,6 +5,8 @@ teacher ranks come from the teacher's own training gallery (in-fold) or from fol
     .venv/bin/python bench/bench_ablation.py                              # ground-truth segmentation
     .venv/bin/python bench/bench_ablation.py --seeds 0 --modes plain,weighted-oof
     .venv/bin/python bench/bench_ablation.py --quick                      # tiny city, a few steps: checks the script runs
+    .venv/bin/python bench/bench_ablation.py --seg-model predicted --batches-per-epoch 5 \
+        --teacher-batches-per-epoch 10                                    # an eighth of the budget (results *-b5-t10*)
     .venv/bin/python bench/bench_ablation.py --seg-model predicted --seeds 0 --modes weighted-oof \
         --set kd.weighting.noisy_rank=40 --tag n40                        # a variant, stored as weighted-oof+n40
 
@@ -65,6 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--seg-epochs", type=int, default=4, help="epochs of the segmentation model (--seg-model predicted)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a student recipe override for every run of this call (repeatable), e.g. kd.weighting.noisy_rank=40")
+    common.add_budget_args(p)
     p.add_argument("--tag", help="name for the --set variant: results go under MODE+TAG (needed with --set)")
     p.add_argument("--out", help="JSON results (default bench/results/ablation-<seg>.json)")
     p.add_argument("--plot", help="bar chart (default docs/ablation-<seg>.png); 'none': no chart, the default with "
@@ -75,6 +78,7 @@ def parse_args(argv=None):
         p.error(f"unknown --modes {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}")
     if args.set and not args.tag:
         p.error("--set needs --tag: the variant must not be stored under the plain mode's name")
+    common.check_budget_args(p, args)
     return args
 
 
@@ -112,10 +116,15 @@ def main(argv=None):
     args = parse_args(argv)
     print(common.machine_line())
     shards, folder = prepare(args)
-    short = ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"] if args.quick else []
-    out = Path(args.out or REPO / f"bench/results/ablation-{args.seg_model}{'-quick' if args.quick else ''}.json")
-    teacher = train("teacher", shards, folder, [*short, f"folds={args.folds}"])
-    results = {"setup": {"shards": shards.name, "folds": args.folds, "seg_model": args.seg_model},
+    quick = ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"] if args.quick else []
+    short, teacher_short = quick or common.budget_overrides(args), quick or common.budget_overrides(args, teacher=True)
+    name = f"ablation-{args.seg_model}{'-quick' if args.quick else common.budget_suffix(args)}"
+    out = Path(args.out or REPO / f"bench/results/{name}.json")
+    teacher = train("teacher", shards, folder, [*teacher_short, f"folds={args.folds}"])
+    setup = {"shards": shards.name, "folds": args.folds, "seg_model": args.seg_model}
+    if short != quick:  # a smaller budget is another ablation (and JSON files of the recipes' budget still match)
+        setup |= {"budget": short, "teacher_budget": teacher_short}
+    results = {"setup": setup,
                "teacher": test_recall(teacher["checkpoint"], shards), "ranks": teacher["ranks_summary"]}
     results["students"] = earlier_students(out, results["setup"])
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -132,7 +141,7 @@ def main(argv=None):
     out.write_text(json.dumps(results, indent=1))
     print_results(results, summary)
     if args.plot != "none" and (not args.quick or args.plot):
-        plot(results, summary, Path(args.plot or REPO / f"docs/ablation-{args.seg_model}.png"))
+        plot(results, summary, Path(args.plot or REPO / f"docs/{name}.png"))
     print(f"results: {out}")
     return results
 

@@ -14,7 +14,8 @@ evaluated on the test split beside the default weighting and plain KD (seed 0, t
 
 The target (docs/BENCHMARKS.md): ASHA's best val R@1 within 1 point of the full sweep's, for at most half
 of its epochs. A sweep stopped midway resumes when the script runs again (Tune restores it); its wall time
-is then that of the last call only, and the JSON says so.
+is then that of the last call only, and the JSON says so. A sweep already in the results JSON of the same
+set-up is read from there, not resumed: its wall time stays the one measured when it ran.
 """
 
 from __future__ import annotations
@@ -35,22 +36,14 @@ def parse_args(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--quick", action="store_true", help="tiny city, 3 trials of 2 epochs (a smoke run)")
     p.add_argument("--trials", type=int, help="trials per sweep (default 12; 3 with --quick)")
-    p.add_argument("--batches-per-epoch", type=int,
-                   help="a smaller training budget for the trials and the baselines (the recipes' 40 by default); "
-                        "results and chart then carry -b<N> in their names")
-    p.add_argument("--teacher-batches-per-epoch", type=int,
-                   help="the teacher's and its fold teachers' budget (default: --batches-per-epoch's); name suffix -t<N>")
+    common.add_budget_args(p)
     p.add_argument("--out", help="JSON results (default bench/results/asha[-b<N>].json)")
     p.add_argument("--plot", help="chart (default docs/asha[-b<N>].png; 'none': no chart, the default with --quick)")
     args = p.parse_args(argv)
     args.trials = args.trials or (3 if args.quick else 12)
     if args.trials < 2:
         p.error("--trials must be 2 or more: ASHA stops trials by comparing them")
-    for name in ("batches_per_epoch", "teacher_batches_per_epoch"):
-        if getattr(args, name) is not None and (args.quick or getattr(args, name) < 1):
-            p.error(f"--{name.replace('_', '-')} must be 1 or more, and not with --quick (which sets its own budget)")
-    if args.teacher_batches_per_epoch is None:
-        args.teacher_batches_per_epoch = args.batches_per_epoch
+    common.check_budget_args(p, args)
     return args
 
 
@@ -59,15 +52,11 @@ def budget_overrides(args, teacher: bool = False) -> list[str]:
     one, or the recipes'."""
     if args.quick:
         return ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"]
-    batches = args.teacher_batches_per_epoch if teacher else args.batches_per_epoch
-    return [f"data.batches_per_epoch={batches}"] if batches else []
+    return common.budget_overrides(args, teacher)
 
 
 def budget_suffix(args) -> str:
-    if args.quick:
-        return "-quick"
-    suffix = f"-b{args.batches_per_epoch}" if args.batches_per_epoch else ""
-    return suffix + (f"-t{args.teacher_batches_per_epoch}" if args.teacher_batches_per_epoch != args.batches_per_epoch else "")
+    return "-quick" if args.quick else common.budget_suffix(args)
 
 
 def shared_setup(args) -> tuple[Path, Path, str]:
@@ -125,7 +114,12 @@ def main(argv=None):
     results = {"setup": {"shards": shards.name, "trials": args.trials, "quick": args.quick,
                          "budget_overrides": budget_overrides(args),
                          "teacher_budget_overrides": budget_overrides(args, teacher=True)}, "sweeps": {}}
+    done = finished_sweeps(out, results["setup"])
     for scheduler in SCHEDULERS:
+        if scheduler in done:
+            print(f"  sweep {scheduler}: read from {out} (finished earlier)", flush=True)
+            results["sweeps"][scheduler] = done[scheduler]
+            continue
         sweep = run_one_sweep(scheduler, args, shards, folder, teacher)
         sweep["best_trial_test"] = best_trial_on_test(sweep["registered_version"], shards, folder)
         results["sweeps"][scheduler] = sweep
@@ -138,6 +132,16 @@ def main(argv=None):
         plot(results["sweeps"], Path(args.plot or REPO / f"docs/asha{budget_suffix(args)}.png"))
     print(f"results: {out}")
     return results
+
+
+def finished_sweeps(out: Path, setup: dict) -> dict:
+    """The sweeps an earlier call of the same set-up wrote to the results JSON: a second call only runs what
+    is missing (restoring a finished sweep through Tune would overwrite its wall time with the restore's)."""
+    if not out.exists():
+        return {}
+    # JSON made the recall@N keys strings; the rest of the script indexes them by N
+    earlier = json.loads(out.read_text(), object_hook=lambda d: {int(k) if k.isdigit() else k: v for k, v in d.items()})
+    return earlier.get("sweeps", {}) if earlier.get("setup") == setup else {}
 
 
 def compare(sweeps: dict) -> dict:
