@@ -43,6 +43,7 @@ import statistics
 import time
 from pathlib import Path
 
+import budget
 import common  # noqa: E402  (puts the repo on sys.path)
 
 from structvpr.cli import parse_size
@@ -67,7 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--seg-epochs", type=int, default=4, help="epochs of the segmentation model (--seg-model predicted)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a student recipe override for every run of this call (repeatable), e.g. kd.weighting.noisy_rank=40")
-    common.add_budget_args(p)
+    budget.add_budget_args(p)
     p.add_argument("--tag", help="name for the --set variant: results go under MODE+TAG (needed with --set)")
     p.add_argument("--out", help="JSON results (default bench/results/ablation-<seg>.json)")
     p.add_argument("--plot", help="bar chart (default docs/ablation-<seg>.png); 'none': no chart, the default with "
@@ -78,7 +79,7 @@ def parse_args(argv=None):
         p.error(f"unknown --modes {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}")
     if args.set and not args.tag:
         p.error("--set needs --tag: the variant must not be stored under the plain mode's name")
-    common.check_budget_args(p, args)
+    budget.check_budget_args(p, args)
     return args
 
 
@@ -117,8 +118,8 @@ def main(argv=None):
     print(common.machine_line())
     shards, folder = prepare(args)
     quick = ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"] if args.quick else []
-    short, teacher_short = quick or common.budget_overrides(args), quick or common.budget_overrides(args, teacher=True)
-    name = f"ablation-{args.seg_model}{'-quick' if args.quick else common.budget_suffix(args)}"
+    short, teacher_short = quick or budget.budget_overrides(args), quick or budget.budget_overrides(args, teacher=True)
+    name = f"ablation-{args.seg_model}{'-quick' if args.quick else budget.budget_suffix(args)}"
     out = Path(args.out or REPO / f"bench/results/{name}.json")
     teacher = train("teacher", shards, folder, [*teacher_short, f"folds={args.folds}"])
     setup = {"shards": shards.name, "folds": args.folds, "seg_model": args.seg_model}

@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+import budget
 import common  # noqa: F401  (puts the repo on sys.path)
 import bench_ablation as ablation
 
@@ -36,14 +37,14 @@ def parse_args(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--quick", action="store_true", help="tiny city, 3 trials of 2 epochs (a smoke run)")
     p.add_argument("--trials", type=int, help="trials per sweep (default 12; 3 with --quick)")
-    common.add_budget_args(p)
+    budget.add_budget_args(p)
     p.add_argument("--out", help="JSON results (default bench/results/asha[-b<N>].json)")
     p.add_argument("--plot", help="chart (default docs/asha[-b<N>].png; 'none': no chart, the default with --quick)")
     args = p.parse_args(argv)
     args.trials = args.trials or (3 if args.quick else 12)
     if args.trials < 2:
         p.error("--trials must be 2 or more: ASHA stops trials by comparing them")
-    common.check_budget_args(p, args)
+    budget.check_budget_args(p, args)
     return args
 
 
@@ -52,11 +53,11 @@ def budget_overrides(args, teacher: bool = False) -> list[str]:
     one, or the recipes'."""
     if args.quick:
         return ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"]
-    return common.budget_overrides(args, teacher)
+    return budget.budget_overrides(args, teacher)
 
 
 def budget_suffix(args) -> str:
-    return "-quick" if args.quick else common.budget_suffix(args)
+    return "-quick" if args.quick else budget.budget_suffix(args)
 
 
 def shared_setup(args) -> tuple[Path, Path, str]:
