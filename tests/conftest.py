@@ -58,8 +58,11 @@ def tiny_city(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_shards(tiny_city, tmp_path_factory, ray_local):
-    """Shards of the tiny city at 64x48 with ground-truth segmentation (read-only for tests)."""
+def tiny_shards(tiny_city, tmp_path_factory):
+    """Shards of the tiny city at 64x48 with ground-truth segmentation (read-only for tests).
+
+    No `ray_local` here: under run_areas an earlier area made them, and an idle Ray instance beside a test's
+    own Ray processes costs CPU (docs/TESTING.md); when they must be built, build_shards starts a local Ray."""
     from structvpr.datasets.shards.build import BuildOptions, build_shards
 
     return made_once("tiny-shards", tmp_path_factory,

@@ -96,15 +96,18 @@ def stop_if_interrupted(sweep: Sweep, uri: str, parent: str) -> None:
     would keep the stage as done). fit()'s results cannot tell: the trials it stopped read TERMINATED there. Its
     last save, made before it stopped them, still has them running."""
     from structvpr.platform.store.tracking import finish_run
+    from structvpr.tuning.report import end_interrupted_child_runs
 
     ended = ended_trials_as_saved(sweep)
     if ended >= sweep.tune.num_samples:
         return
     finish_run(uri, parent, status="KILLED")  # still resumable: a run that is not FINISHED is reused
+    stopped = end_interrupted_child_runs(sweep, uri, parent)
     raise SweepInterrupted(
         f"sweep {sweep.name} was interrupted with {ended} of {sweep.tune.num_samples} trials ended: nothing was "
-        f"reported or registered, and its MLflow parent run {parent} is marked KILLED. Run the same command again "
-        f"to resume it (Tune restores {sweep.path}; finished trials are not run again).")
+        f"reported or registered, and its MLflow parent run {parent} is marked KILLED, as are the runs of the trials "
+        f"it stopped ({stopped}). Run the same command again to resume it (Tune restores {sweep.path}; finished "
+        f"trials are not run again).")
 
 
 def ended_trials_as_saved(sweep: Sweep) -> int:

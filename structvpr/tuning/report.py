@@ -121,12 +121,10 @@ def mark_child_runs(rows: list[dict], sweep: Sweep, uri: str, parent_run_id: str
     every epoch to MLflow before reporting it, so the child run's history is the record. A child run that no trial owns (its
     trial started just before the driver was killed, and Tune, restored from an earlier state, ran the point
     again under another trial id) is ended KILLED and tagged `lost`."""
-    from structvpr.platform.store.tracking import RUN_NAME_TAG, client, experiment_id
+    from structvpr.platform.store.tracking import RUN_NAME_TAG, client
 
     c = client(uri)
-    exp = experiment_id(uri, sweep.recipe.tracking.experiment)
-    children = {r.data.tags.get(RUN_NAME_TAG): r for r in c.search_runs(
-        [exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10_000)}
+    children = {r.data.tags.get(RUN_NAME_TAG): r for r in child_runs(c, sweep, uri, parent_run_id)}
     for row in rows:
         run = children.pop(row["run_name"], None)
         if run is None:
@@ -144,6 +142,28 @@ def mark_child_runs(rows: list[dict], sweep: Sweep, uri: str, parent_run_id: str
         print(f"MLflow run {run.info.run_id} ({name}) belongs to no trial (a trial lost when the driver was killed; "
               "Tune ran its point again): ended KILLED, tagged lost")
     return _best_first(rows, sweep)
+
+
+def end_interrupted_child_runs(sweep: Sweep, uri: str, parent_run_id: str) -> int:
+    """After Ctrl-C: the child runs of the trials Tune stopped, ended KILLED and tagged `interrupted` instead of
+    left RUNNING until a resume; the resumed trial reopens its run (start_or_resume_run reuses a run that is not
+    FINISHED) and mark_child_runs gives it its final status. The number of runs ended."""
+    from structvpr.platform.store.tracking import client
+
+    c = client(uri)
+    running = [r for r in child_runs(c, sweep, uri, parent_run_id) if r.info.status == "RUNNING"]
+    for run in running:
+        c.set_tag(run.info.run_id, STATUS_TAG, "interrupted")
+        c.set_terminated(run.info.run_id, status="KILLED")
+    return len(running)
+
+
+def child_runs(c, sweep: Sweep, uri: str, parent_run_id: str) -> list:
+    """The MLflow runs of the sweep's trials (children of its parent run), whatever their status."""
+    from structvpr.platform.store.tracking import experiment_id
+
+    exp = experiment_id(uri, sweep.recipe.tracking.experiment)
+    return c.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10_000)
 
 
 def log_report(sweep: Sweep, context: SweepContext, rows: list[dict]) -> None:

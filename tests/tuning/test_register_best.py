@@ -49,18 +49,29 @@ def trial(values, storage=None):
 
 
 @pytest.fixture(scope="module")
-def tune_rows(ray_local, tmp_path_factory):
+def tune_rows(tmp_path_factory):
+    """The module's own local Ray, shut down after it: the sweep tests after it run `python -m structvpr`
+    processes with Rays of their own, and an idle one here would take CPU from them (docs/TESTING.md)."""
     import sys
 
+    import ray
     from ray import cloudpickle, tune
 
+    started_here = not ray.is_initialized()  # in one pytest run with other areas: theirs, left running
+    if started_here:
+        # as tests/conftest.py starts it: Ray Train's placement-group cleaner asks the dashboard's state API
+        ray.init(address="local", num_cpus=2, include_dashboard=True)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import a test module
     storage = str(tmp_path_factory.mktemp("register-best"))
     tuner = tune.Tuner(tune.with_resources(tune.with_parameters(trial, storage=storage), {"cpu": 0.05}),
                        run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0))
-    (result,) = tuner.fit()
-    assert result.error is None, result.error
-    return storage, result.metrics_dataframe
+    try:
+        (result,) = tuner.fit()
+        assert result.error is None, result.error
+        yield storage, result.metrics_dataframe
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def test_the_row_best_by_loss_names_a_checkpoint_train_deleted(tune_rows):

@@ -28,7 +28,11 @@ EPOCHS = 3
 GOOD = "kd.weighting.good_rank: 1, kd.weighting.noisy_rank: 10"
 POINTS = (f"[{{kd.lam: 0.3, kd.weighting.w_high: 2.0, {GOOD}}}, {{kd.lam: 1.0, kd.weighting.w_high: 2.5, {GOOD}}}, "
           f"{{kd.lam: 1.0, kd.weighting.w_high: 3.0, {GOOD}}}, {{kd.lam: 3.0, kd.weighting.w_high: 2.0, {GOOD}}}]")
-ASHA_MUST_STOP = ["tune.metric=train_loss", "tune.mode=min", f"tune.points_to_evaluate={POINTS}"]
+# ASHA's stop reaches a trial's workers some seconds after the report it judged; trial 4 once ran its last two
+# epochs of 2 batches (about 1 s each) in that time, finished, and rightly read "finished". Epochs of 6 batches
+# give the stop that time.
+ASHA_MUST_STOP = ["tune.metric=train_loss", "tune.mode=min", f"tune.points_to_evaluate={POINTS}",
+                  "data.batches_per_epoch=6"]
 
 
 def structvpr(*args, **kwargs):
@@ -127,9 +131,13 @@ def test_a_sweep_interrupted_by_ctrl_c_says_so_and_reports_and_registers_nothing
     # fit()'s results call the trial Tune stopped TERMINATED, as if it had ended: the only trial, here
     assert "interrupted with 0 of 1 trials ended" in err and "Run the same command again" in err, err[-3000:]
     assert "best trial" not in out and "registered as" not in out, out[-3000:]
-    parent, = [r for r in c.search_runs([c.get_experiment_by_name("interrupted").experiment_id])
-               if r.data.tags.get("structvpr.kind") == "sweep"]
+    runs = c.search_runs([c.get_experiment_by_name("interrupted").experiment_id])
+    parent, = [r for r in runs if r.data.tags.get("structvpr.kind") == "sweep"]
     assert parent.info.status == "KILLED" and not c.list_artifacts(parent.info.run_id), "no report of an unfinished sweep"
+    # the trial's run too, not left RUNNING until a resume (which reopens it)
+    child, = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert (child.info.status, child.data.tags.get("structvpr.trial_status")) == ("KILLED", "interrupted"), child.info
+    assert "as are the runs of the trials it stopped (1)" in err, err[-3000:]
     assert not [v for v in c.search_model_versions("name='structvpr-student'")
                 if v.tags.get("structvpr.sweep") == parent.data.tags.get("mlflow.runName")]
 
