@@ -117,13 +117,12 @@ def main(argv=None):
     args = parse_args(argv)
     print(common.machine_line())
     shards, folder = prepare(args)
-    quick = ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"] if args.quick else []
-    short, teacher_short = quick or budget.budget_overrides(args), quick or budget.budget_overrides(args, teacher=True)
-    name = f"ablation-{args.seg_model}{'-quick' if args.quick else budget.budget_suffix(args)}"
+    short, teacher_short = budget.budget_overrides(args), budget.budget_overrides(args, teacher=True)
+    name = f"ablation-{args.seg_model}{budget.budget_suffix(args)}"
     out = Path(args.out or REPO / f"bench/results/{name}.json")
     teacher = train("teacher", shards, folder, [*teacher_short, f"folds={args.folds}"])
     setup = {"shards": shards.name, "folds": args.folds, "seg_model": args.seg_model}
-    if short != quick:  # a smaller budget is another ablation (and JSON files of the recipes' budget still match)
+    if not args.quick and (short or teacher_short):  # another ablation (JSON of the recipes' budget still matches)
         setup |= {"budget": short, "teacher_budget": teacher_short}
     results = {"setup": setup,
                "teacher": test_recall(teacher["checkpoint"], shards), "ranks": teacher["ranks_summary"]}

@@ -48,24 +48,13 @@ def parse_args(argv=None):
     return args
 
 
-def budget_overrides(args, teacher: bool = False) -> list[str]:
-    """The training budget of the trials and baselines (or of the teacher): the quick smoke run's, a smaller
-    one, or the recipes'."""
-    if args.quick:
-        return ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"]
-    return budget.budget_overrides(args, teacher)
-
-
-def budget_suffix(args) -> str:
-    return "-quick" if args.quick else budget.budget_suffix(args)
-
-
 def shared_setup(args) -> tuple[Path, Path, str]:
     """The ablation's shards, run folder and teacher (with its ranks table), built there once; a teacher of
     another budget is another run (the run name hashes the recipe), so it never replaces the ablation's."""
     setup = ablation.parse_args(["--seg-model", "gt" if args.quick else "predicted", *(["--quick"] if args.quick else [])])
     shards, folder = ablation.prepare(setup)
-    teacher = ablation.train("teacher", shards, folder, [*budget_overrides(args, teacher=True), f"folds={setup.folds}"])
+    teacher_budget = budget.budget_overrides(args, teacher=True)
+    teacher = ablation.train("teacher", shards, folder, [*teacher_budget, f"folds={setup.folds}"])
     return shards, folder, teacher["checkpoint"]
 
 
@@ -76,7 +65,7 @@ def run_one_sweep(scheduler: str, args, shards: Path, folder: Path, teacher: str
     overrides = [f"teacher={teacher}", f"data.shards={shards}", f"run.storage_path={folder / 'runs'}",
                  f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", f"tracking.experiment=bench-asha-{scheduler}",
                  f"tune.num_samples={args.trials}", f"tune.scheduler.name={scheduler}", *grace,
-                 *budget_overrides(args)]
+                 *budget.budget_overrides(args)]
     started = time.perf_counter()
     result = run_sweep(str(REPO / "configs/cpu/tune.yaml"), overrides, register_best=True)
     wall = time.perf_counter() - started
@@ -95,12 +84,12 @@ def best_trial_on_test(version, shards: Path, folder: Path) -> dict | None:
     return ablation.test_recall(f"models:/structvpr-student/{version}", shards)
 
 
-def baselines(shards: Path, folder: Path, teacher: str, budget: list[str]) -> dict:
+def baselines(shards: Path, folder: Path, teacher: str, overrides: list[str]) -> dict:
     """Test recall of the default weighting (out-of-fold ranks) and plain KD, seed 0: the ablation's runs,
     trained here if the ablation has not (a finished run is read back, not retrained)."""
     found = {}
     for mode in ("weighted-oof", "plain"):
-        extra = [*budget, *ablation.MODES[mode], "train.seed=0", f"teacher={teacher}"]
+        extra = [*overrides, *ablation.MODES[mode], "train.seed=0", f"teacher={teacher}"]
         student = ablation.train("student", shards, folder, extra)
         found[mode] = ablation.test_recall(student["checkpoint"], shards)
         found[mode]["val_r1"] = student["metrics"]["best_val_recall_at_1"]
@@ -111,10 +100,10 @@ def main(argv=None):
     args = parse_args(argv)
     print(common.machine_line())
     shards, folder, teacher = shared_setup(args)
-    out = Path(args.out or REPO / f"bench/results/asha{budget_suffix(args)}.json")
+    out = Path(args.out or REPO / f"bench/results/asha{budget.budget_suffix(args)}.json")
     results = {"setup": {"shards": shards.name, "trials": args.trials, "quick": args.quick,
-                         "budget_overrides": budget_overrides(args),
-                         "teacher_budget_overrides": budget_overrides(args, teacher=True)}, "sweeps": {}}
+                         "budget_overrides": budget.budget_overrides(args),
+                         "teacher_budget_overrides": budget.budget_overrides(args, teacher=True)}, "sweeps": {}}
     done = finished_sweeps(out, results["setup"])
     for scheduler in SCHEDULERS:
         if scheduler in done:
@@ -125,12 +114,12 @@ def main(argv=None):
         sweep["best_trial_test"] = best_trial_on_test(sweep["registered_version"], shards, folder)
         results["sweeps"][scheduler] = sweep
         out.write_text(json.dumps(results, indent=1, default=str))  # an interrupted benchmark keeps what finished
-    results["baselines"] = baselines(shards, folder, teacher, budget_overrides(args))
+    results["baselines"] = baselines(shards, folder, teacher, budget.budget_overrides(args))
     results["comparison"] = compare(results["sweeps"])
     out.write_text(json.dumps(results, indent=1, default=str))
     print_results(results)
     if args.plot != "none" and (not args.quick or args.plot):
-        plot(results["sweeps"], Path(args.plot or REPO / f"docs/asha{budget_suffix(args)}.png"))
+        plot(results["sweeps"], Path(args.plot or REPO / f"docs/asha{budget.budget_suffix(args)}.png"))
     print(f"results: {out}")
     return results
 

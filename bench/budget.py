@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import argparse
 
+# --quick: the tiny city's smoke run, students and teacher alike
+QUICK = ["train.epochs=2", "data.batches_per_epoch=4", "data.places_per_batch=8"]
+
 
 def add_budget_args(p: argparse.ArgumentParser) -> None:
     """--batches-per-epoch / --teacher-batches-per-epoch: the student and teacher recipes at a smaller training
@@ -27,12 +30,16 @@ def check_budget_args(p: argparse.ArgumentParser, args) -> None:
 
 
 def budget_overrides(args, teacher: bool = False) -> list[str]:
-    """The recipe overrides of the budget the budget arguments chose (none: the recipes' own)."""
+    """The recipe overrides of the budget the arguments chose: --quick's, a smaller one, or none (the recipes')."""
+    if args.quick:
+        return QUICK
     batches = args.teacher_batches_per_epoch if teacher else args.batches_per_epoch
     return [f"data.batches_per_epoch={batches}"] if batches else []
 
 
 def budget_suffix(args) -> str:
-    """-b<N>[-t<M>] for the names of a run at a smaller budget; empty at the recipes' own."""
+    """-quick, or -b<N>[-t<M>] for the names of a run at a smaller budget; empty at the recipes' own."""
+    if args.quick:
+        return "-quick"
     suffix = f"-b{args.batches_per_epoch}" if args.batches_per_epoch else ""
     return suffix + (f"-t{args.teacher_batches_per_epoch}" if args.teacher_batches_per_epoch != args.batches_per_epoch else "")
