@@ -71,7 +71,8 @@ def cmd_train(args) -> int:
 
     summary = run_training(args.kind, args.config, args.overrides, progress=not args.quiet)
     recalls = {str(n): round(v, 1) for n, v in summary["recall"].items()}
-    print(f"run {summary['run_name']} (MLflow {summary['mlflow_run_id']}): {summary['epochs']} epochs, "
+    best = f" (best checkpoint: epoch {summary['best_epoch']})" if "best_epoch" in summary else ""  # older summaries
+    print(f"run {summary['run_name']} (MLflow {summary['mlflow_run_id']}): {summary['epochs']} epochs{best}, "
           f"best recall@N {recalls}, registered version {summary['registered_model']}")
     print(f"checkpoint: {summary['checkpoint']}")
     return 0

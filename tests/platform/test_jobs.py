@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -68,8 +69,6 @@ def test_same_recipe_again_does_not_train_twice(teacher, shards, workdir):
 
 def finished_training(checkpoint: str):
     """What finalize_run reads of a Ray Train result: a last checkpoint and no scored ones."""
-    from types import SimpleNamespace
-
     return SimpleNamespace(best_checkpoints=[], checkpoint=SimpleNamespace(path=checkpoint))
 
 
@@ -117,6 +116,31 @@ def test_finalizing_a_run_again_registers_no_second_version(teacher, shards, wor
                     for _ in range(2))
     assert first["registered_model"] == again["registered_model"] is not None
     assert len(client(uri).search_model_versions(f"name='structvpr-teacher' and run_id='{run_id}'")) == 1
+
+
+def test_the_summary_counts_every_epoch_and_names_the_best_one(teacher, shards, workdir, tmp_path):
+    """The summary's `epochs` was the best checkpoint's epoch: a 10-epoch job whose best was epoch 2 printed
+    "2 epochs". Now `epochs` counts what trained (the last checkpoint's history) and `best_epoch` names the best."""
+    import torch
+
+    from structvpr.platform.jobs.finalize import finalize_run
+    from structvpr.platform.jobs.ray_trainer import SCORE
+    from structvpr.platform.store.tracking import start_or_resume_run
+
+    state = load_state(teacher["checkpoint"])
+    epochs = [dict(state["history"][-1], epoch=e) for e in (1, 2, 3)]
+    folders = {}
+    for name, epoch in (("best", 1), ("last", 3)):  # the best checkpoint holds the history up to it
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        torch.save(state | {"epoch": epoch, "history": epochs[:epoch]}, folders[name] / "state.pt")
+    result = SimpleNamespace(best_checkpoints=[(SimpleNamespace(path=str(folders["best"])), {SCORE: 1.0})],
+                             checkpoint=SimpleNamespace(path=str(folders["last"])))
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    recipe = load_recipe("teacher", "configs/tiny/teacher.yaml", overrides(shards, workdir, "tracking.register=false"))
+    run_id = start_or_resume_run(uri, "best-of-three", "best-of-three", {}, {})
+    summary = finalize_run(recipe, "best-of-three", run_id, uri, result, Manifest.load(shards), False)
+    assert (summary["epochs"], summary["best_epoch"], summary["checkpoint"]) == (3, 1, str(folders["best"]))
 
 
 @pytest.fixture(scope="module")

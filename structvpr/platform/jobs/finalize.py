@@ -45,11 +45,14 @@ def finalize_run(recipe: Recipe, name: str, run_id: str, uri: str, result, manif
     metrics = {f"best_{recipe.eval.split}_{k}": v for k, v in report.to_metrics().items()}
     log_metrics(uri, run_id, metrics, step=state["epoch"])
     mlflow.set_tracking_uri(uri)
+    history = last_history(result, state)
     with mlflow.start_run(run_id=run_id):  # leaving the block ends the run FINISHED
-        log_artifacts(recipe, report, len(queries.keys), last_history(result, state))
+        log_artifacts(recipe, report, len(queries.keys), history)
         version = _log_model_once(recipe, run_id, model, manifest, state)
         mlflow.set_tags({"structvpr.eval_manifest": evaluated.hash, "structvpr.checkpoint": ckpt})
-        summary = {"run_name": name, "mlflow_run_id": run_id, "checkpoint": ckpt, "epochs": state["epoch"],
+        # epochs: all that trained (the last checkpoint's history); best_epoch: the evaluated checkpoint's
+        summary = {"run_name": name, "mlflow_run_id": run_id, "checkpoint": ckpt,
+                   "epochs": history[-1]["epoch"] if history else state["epoch"], "best_epoch": state["epoch"],
                    "metrics": metrics, "recall": {str(n): r for n, r in report.recall.items()},  # as JSON reads back
                    "registered_model": version}
         if done is not None:
