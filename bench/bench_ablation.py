@@ -5,6 +5,7 @@ teacher ranks come from the teacher's own training gallery (in-fold) or from fol
     .venv/bin/python bench/bench_ablation.py                              # ground-truth segmentation
     .venv/bin/python bench/bench_ablation.py --seeds 0 --modes plain,weighted-oof
     .venv/bin/python bench/bench_ablation.py --quick                      # tiny city, a few steps: checks the script runs
+    .venv/bin/python bench/bench_ablation.py --seg-model predicted --modes none   # RGB only: no teacher is trained
     .venv/bin/python bench/bench_ablation.py --seg-model predicted --batches-per-epoch 5 \
         --teacher-batches-per-epoch 10                                    # an eighth of the budget (results *-b5-t10*)
     .venv/bin/python bench/bench_ablation.py --seg-model predicted --seeds 0 --modes weighted-oof \
@@ -120,16 +121,19 @@ def main(argv=None):
     short, teacher_short = budget.budget_overrides(args), budget.budget_overrides(args, teacher=True)
     name = f"ablation-{args.seg_model}{budget.budget_suffix(args)}"
     out = Path(args.out or REPO / f"bench/results/{name}.json")
-    teacher = train("teacher", shards, folder, [*teacher_short, f"folds={args.folds}"])
+    modes = args.modes.split(",")
     setup = {"shards": shards.name, "folds": args.folds, "seg_model": args.seg_model}
     if not args.quick and (short or teacher_short):  # another ablation (JSON of the recipes' budget still matches)
         setup |= {"budget": short, "teacher_budget": teacher_short}
-    results = {"setup": setup,
-               "teacher": test_recall(teacher["checkpoint"], shards), "ranks": teacher["ranks_summary"]}
-    results["students"] = earlier_students(out, results["setup"])
+    results = {"setup": setup, "teacher": None, "ranks": None, "students": {}} | earlier_results(out, setup)
+    teacher_ref = []
+    if any(MODES[mode] != MODES["none"] for mode in modes):  # RGB only reads no teacher: an hour saved without one
+        teacher = train("teacher", shards, folder, [*teacher_short, f"folds={args.folds}"])
+        results |= {"teacher": test_recall(teacher["checkpoint"], shards), "ranks": teacher["ranks_summary"]}
+        teacher_ref = [f"teacher={teacher['checkpoint']}"]
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for mode in args.modes.split(","):
-            extra = [*short, *MODES[mode], *args.set, f"train.seed={seed}", f"teacher={teacher['checkpoint']}"]
+        for mode in modes:
+            extra = [*short, *MODES[mode], *args.set, f"train.seed={seed}", *teacher_ref]
             student = train("student", shards, folder, extra)
             record = test_recall(student["checkpoint"], shards)
             record["val_r1"] = student["metrics"]["best_val_recall_at_1"]
@@ -146,18 +150,19 @@ def main(argv=None):
     return results
 
 
-def earlier_students(out: Path, setup: dict) -> dict:
-    """Student results already in `out` from the same setup (shards, folds, segmentation): kept, not rerun."""
+def earlier_results(out: Path, setup: dict) -> dict:
+    """The teacher, its ranks and the students already in `out` from the same setup (shards, folds,
+    segmentation): kept, not rerun (a teacher-free call keeps the teacher an earlier call measured)."""
     if not out.is_file():
         return {}
     earlier = json.loads(out.read_text())
     if earlier.get("setup") != setup:
         return {}
     students = earlier.get("students", {})
-    for by_seed in students.values():
-        for record in by_seed.values():
-            record["overall"] = {int(n): v for n, v in record["overall"].items()}  # JSON made the ranks strings
-    return students
+    records = [record for by_seed in students.values() for record in by_seed.values()] + [earlier.get("teacher")]
+    for record in filter(None, records):
+        record["overall"] = {int(n): v for n, v in record["overall"].items()}  # JSON made the ranks strings
+    return {"teacher": earlier.get("teacher"), "ranks": earlier.get("ranks"), "students": students}
 
 
 def prepare(args) -> tuple[Path, Path]:
@@ -188,7 +193,7 @@ def segmentation_model(city, epochs: int):
 
 def summarize(results: dict) -> dict:
     """Mean and standard deviation per mode, the paired difference weighted-oof - plain, share of the teacher."""
-    teacher_r1 = results["teacher"]["overall"][1]
+    teacher_r1 = results["teacher"]["overall"][1] if results["teacher"] else None
     out = {"teacher_r1": teacher_r1, "modes": {}}
     for mode, by_seed in results["students"].items():
         r1 = [r["overall"][1] for r in by_seed.values()]
@@ -219,20 +224,29 @@ def _last_groups(by_seed: dict) -> dict:
 
 
 def print_results(results: dict, summary: dict) -> None:
-    conditions = sorted(results["teacher"]["conditions"])
-    teacher = results["teacher"]
-    rows = [["teacher", f"{teacher['overall'][1]:.1f}", "", f"{teacher['overall'][5]:.1f}", "",
-             *(f"{teacher['conditions'][c]:.1f}" for c in conditions)]]
+    conditions = query_conditions(results)
+    teacher, rows = results["teacher"], []
+    if teacher:
+        rows.append(["teacher", f"{teacher['overall'][1]:.1f}", "", f"{teacher['overall'][5]:.1f}", "",
+                     *(f"{teacher['conditions'][c]:.1f}" for c in conditions)])
     for mode, s in summary["modes"].items():
+        share = f"{100 * s['share_of_teacher']:.0f}%" if s["share_of_teacher"] is not None else "-"
         rows.append([f"{mode} ({s['seeds']} seeds)", f"{s['r1_mean']:.1f}", f"{s['r1_std']:.1f}", f"{s['r5_mean']:.1f}",
-                     f"{100 * s['share_of_teacher']:.0f}%", *(f"{s['conditions_r1'][c]:.1f}" for c in conditions)])
+                     share, *(f"{s['conditions_r1'][c]:.1f}" for c in conditions)])
     common.print_table(["model", "R@1", "sd", "R@5", "of teacher", *(f"{c} R@1" for c in conditions)], rows,
                        title="test split: recall@N (%), mean over seeds; cross-condition queries vs the day database")
     diff = summary["oof_minus_plain"]
     if diff["per_seed"]:
         print("weighted-oof - plain, R@1 per seed: " + ", ".join(f"seed {s}: {d:+.1f}" for s, d in diff["per_seed"].items())
               + f"; mean {diff['mean']:+.1f} (sd {diff['std']:.1f})")
-    print_ranks(results["ranks"])
+    if results["ranks"]:
+        print_ranks(results["ranks"])
+
+
+def query_conditions(results: dict) -> list[str]:
+    """The test queries' conditions, from the teacher's record or, without a teacher, a student's."""
+    record = results["teacher"] or next(iter(next(iter(results["students"].values())).values()))
+    return sorted(record["conditions"])
 
 
 def print_ranks(ranks: dict) -> None:
@@ -246,15 +260,16 @@ def plot(results: dict, summary: dict, path: Path) -> None:
     from structvpr.platform.evaluation.plots import _save, plt
 
     modes = list(summary["modes"])
-    conditions = sorted(results["teacher"]["conditions"])
+    conditions = query_conditions(results)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 2.4]})
     means = [summary["modes"][m]["r1_mean"] for m in modes]
     left.bar(modes, means, yerr=[summary["modes"][m]["r1_std"] for m in modes], capsize=4, color="#4c72b0")
-    left.axhline(summary["teacher_r1"], color="#c44e52", ls="--", label="teacher (segmentation)")
+    if summary["teacher_r1"] is not None:  # no teacher when only RGB-only students were asked for
+        left.axhline(summary["teacher_r1"], color="#c44e52", ls="--", label="teacher (segmentation)")
+        left.legend(loc="lower right", fontsize=8)
     left.set(ylabel="test R@1 (%)", title="overall (mean ± sd over seeds)")
     plt.setp(left.get_xticklabels(), rotation=30, ha="right")  # mode names are long enough to overlap
     fig.subplots_adjust(bottom=0.24, wspace=0.25)
-    left.legend(loc="lower right", fontsize=8)
     width = 0.8 / max(1, len(modes))
     for i, mode in enumerate(modes):
         values = [summary["modes"][mode]["conditions_r1"][c] for c in conditions]
