@@ -42,7 +42,7 @@ def made_once(name: str, tmp_path_factory, make) -> Path:
         make(partial)
         try:
             partial.rename(out)
-        except OSError:  # another area (TEST_LANES=2) made it first: read theirs
+        except OSError:  # an area in the other lane made it first: read theirs
             if not out.is_dir():
                 raise
     return out
