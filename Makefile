@@ -16,7 +16,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/structvpr demo
 
-# One pytest process per area, in two lanes at once (docs/TESTING.md says why); TEST_LANES=1 for one after another.
+# One pytest process per area, one after another (docs/TESTING.md says why); TEST_LANES=2 for two lanes.
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python tests/run_areas.py
 
